@@ -1,0 +1,39 @@
+"""The ``difix-refiner`` console script: one tyro subcommand per job.
+
+Each subcommand is a dataclass with a ``main()`` method that lives next to the code it drives (its
+docstring is the subcommand's help); this module only collects them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import tyro
+
+
+def subcommands() -> Dict[str, type]:
+    """Subcommand name -> command dataclass."""
+    from difix_refiner.cameras.render_command import RenderShiftedCommand
+    from difix_refiner.cameras.shift_command import ShiftPathCommand
+    from difix_refiner.demo import DemoCommand
+    from difix_refiner.fixer.fix_command import FixCommand
+
+    return {
+        "demo": DemoCommand,
+        "shift-path": ShiftPathCommand,
+        "render-shifted": RenderShiftedCommand,
+        "fix": FixCommand,
+    }
+
+
+def entrypoint() -> None:
+    """Parse the command line and run the chosen subcommand."""
+    command = tyro.extras.subcommand_cli_from_dict(
+        subcommands(),
+        description="difix-refiner: shifted trajectories and a one-step diffusion fixer for driving scenes.",
+    )
+    command.main()
+
+
+if __name__ == "__main__":
+    entrypoint()

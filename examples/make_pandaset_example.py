@@ -1,0 +1,76 @@
+"""Build the bundled, downscaled copy of PandaSet sequence 002 in ``examples/pandaset_002/``.
+
+This is how the copy in the repository was made (it is committed, so users need not run it):
+
+    python examples/make_pandaset_example.py --source ../shared/data/pandaset_002 \
+        --output examples/pandaset_002
+
+Images are downscaled 4x (1920x1080 -> 480x270) with area averaging and the intrinsics are
+divided by the same factor (nerfstudio and PandaSet both put pixel edges at integer coordinates,
+so a uniform rescale is exact). Each LiDAR sweep keeps a seeded random subset of its points.
+Poses and timestamps are copied unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CAMERAS = ("front_camera", "front_left_camera", "front_right_camera")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True, help="full-size pandaset_002 folder")
+    parser.add_argument("--output", type=Path, required=True, help="folder to create (must not exist)")
+    parser.add_argument("--factor", type=int, default=4, help="integer downscale factor for the images")
+    parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the written images")
+    parser.add_argument("--lidar-points", type=int, default=4000, help="points kept per LiDAR sweep")
+    args = parser.parse_args()
+
+    if args.output.exists():
+        raise SystemExit(f"{args.output} already exists; remove it first (this script never overwrites).")
+    tmp = args.output.with_name(args.output.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+
+    for cam in CAMERAS:
+        src, dst = args.source / "camera" / cam, tmp / "camera" / cam
+        dst.mkdir(parents=True)
+        for name in ("poses.json", "timestamps.json"):
+            shutil.copy2(src / name, dst / name)
+        intr = json.loads((src / "intrinsics.json").read_text())
+        intr = {k: float(v) / args.factor for k, v in intr.items()}
+        (dst / "intrinsics.json").write_text(json.dumps(intr, indent=1))
+        for jpg in sorted(src.glob("*.jpg")):
+            img = cv2.imread(str(jpg), cv2.IMREAD_COLOR)
+            h, w = img.shape[:2]
+            small = cv2.resize(img, (w // args.factor, h // args.factor), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(dst / jpg.name), small, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])
+
+    (tmp / "lidar").mkdir()
+    for name in ("poses.json", "timestamps.json"):
+        shutil.copy2(args.source / "lidar" / name, tmp / "lidar" / name)
+    for sweep in sorted((args.source / "lidar").glob("*.npz")):
+        data = np.load(sweep)
+        rng = np.random.default_rng(int(sweep.stem))
+        n = data["xyz"].shape[0]
+        keep = np.sort(rng.choice(n, size=min(args.lidar_points, n), replace=False))
+        np.savez_compressed(
+            tmp / "lidar" / sweep.name,
+            xyz=data["xyz"][keep].astype(np.float32),
+            intensity=data["intensity"][keep],
+            sensor=data["sensor"][keep],
+        )
+    shutil.copytree(args.source / "meta", tmp / "meta")
+    tmp.rename(args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
