@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Set up difix-refiner in ./.venv: the Debian library open3d needs, then the package with its test tools.
+# Set up difix-refiner in ./.venv: the Debian packages nerfstudio needs, then the package with its test tools.
 # Safe to run again; it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# nerfstudio imports open3d (ns-export), which needs libusb-1.0 at import time.
-if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then
+# System packages: nerfstudio imports open3d (ns-export), which needs libusb-1.0 at import time, and
+# ns-render refuses to start without an ffmpeg executable.
+missing=()
+ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0" || missing+=(libusb-1.0-0)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "install.sh: please install Debian's libusb-1.0-0 (sudo apt-get install libusb-1.0-0)" >&2
+        echo "install.sh: please install Debian's ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
         exit 1
     fi
 fi

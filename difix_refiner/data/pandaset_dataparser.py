@@ -57,6 +57,8 @@ class PandasetDataParserConfig(DataParserConfig):
     """With eval_mode 'interval': every N-th frame (counted from frame_start) is held out."""
     eval_cameras: Tuple[str, ...] = ("front_left_camera", "front_right_camera")
     """With eval_mode '*cross-camera': the rig cameras evaluated (never trained on)."""
+    train_stride: int = 1
+    """Train on every k-th of the remaining training frames only (sparse reconstructions, e.g. for make-pairs)."""
     load_lidar: bool = True
     """Initialise Gaussians from the LiDAR sweeps (else splatfacto's random initialisation is used)."""
     lidar_voxel_size: float = 0.15
@@ -119,6 +121,8 @@ class PandasetDataParser(DataParser):
                 )
         if self.config.downscale_factor < 1:
             raise PandasetFormatError(f"downscale_factor must be >= 1, got {self.config.downscale_factor}")
+        if self.config.train_stride < 1:
+            raise PandasetFormatError(f"train_stride must be >= 1, got {self.config.train_stride}")
         if self.config.eval_interval < 2 and "interval" in self.config.eval_mode:
             raise PandasetFormatError(f"eval_interval must be >= 2, got {self.config.eval_interval}")
 
@@ -134,6 +138,8 @@ class PandasetDataParser(DataParser):
                 views.append((name, frames[~held_out] if split == "train" else frames[held_out]))
         if "cross-camera" in cfg.eval_mode and split != "train":
             views += [(name, frames) for name in cfg.eval_cameras if name not in cfg.cameras]
+        if split == "train" and cfg.train_stride > 1:
+            views = [(name, f[:: cfg.train_stride]) for name, f in views]
         return [(name, f) for name, f in views if len(f)]
 
     def _scene_transform(self, frames: np.ndarray) -> Tuple[np.ndarray, float]:

@@ -42,6 +42,11 @@ def test_cross_camera_split_trains_front_and_evaluates_sides():
     assert train.dataparser_scale == test.dataparser_scale
 
 
+def test_train_stride_keeps_every_kth_training_frame():
+    train = parse("train", eval_mode="cross-camera", train_stride=4, load_lidar=False)
+    assert train.metadata["frame_indices"] == list(range(0, 80, 4))
+
+
 def test_metres_stay_metres(interval_outputs):
     """Distances between scene camera centres times metres_per_scene_unit equal world distances."""
     train, _ = interval_outputs
