@@ -3,7 +3,7 @@
 Differences from nerfstudio's ``SplatfactoModel``:
 - rendering goes through :func:`difix_refiner.rendering.rasterize`, which hands CUDA tensors to gsplat
   and runs a torch rasteriser on the CPU; nothing calls ``.cuda()``;
-- ``absgrad`` densification is switched off on the CPU (the torch rasteriser has no abs-gradient);
+- ``absgrad`` densification is switched off on the CPU (densify on the plain 2D gradient, gsplat's default);
 - LPIPS is built lazily and skipped with a warning when its weights are not on disk;
 - :meth:`render_view` can render a camera without touching the densification state, which the
   pseudo-view renders of the refine loop rely on.
@@ -97,7 +97,7 @@ class DifixRefinerModel(SplatfactoModel):
 
         on_cuda = torch.device(self.kwargs.get("device", "cpu")).type == "cuda"
         if cfg.use_absgrad and not on_cuda:
-            CONSOLE.log("difix-refiner: absgrad densification is off on the CPU (the torch rasteriser has no abs-gradient)")
+            CONSOLE.log("difix-refiner: absgrad densification is off on the CPU (densifying on the plain 2D gradient)")
         self.strategy = DefaultStrategy(
             prune_opa=cfg.cull_alpha_thresh,
             grow_grad2d=cfg.densify_grad_thresh,
