@@ -17,12 +17,17 @@ def subcommands() -> Dict[str, type]:
     from difix_refiner.cameras.shift_command import ShiftPathCommand
     from difix_refiner.demo import DemoCommand
     from difix_refiner.fixer.fix_command import FixCommand
+    from difix_refiner.training.pairs_command import MakePairsCommand, MergePairsCommand
+    from difix_refiner.training.train_command import TrainFixerCommand
 
     return {
         "demo": DemoCommand,
         "shift-path": ShiftPathCommand,
         "render-shifted": RenderShiftedCommand,
         "fix": FixCommand,
+        "make-pairs": MakePairsCommand,
+        "merge-pairs": MergePairsCommand,
+        "train-fixer": TrainFixerCommand,
     }
 
 

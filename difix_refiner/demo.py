@@ -19,7 +19,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from difix_refiner.nerfstudio.runs import ChildRun, ns_eval, ns_train, run_config_path
+from difix_refiner.nerfstudio.runs import ChildRun, ns_eval, ns_train, run_config_path, thread_env
 
 CONSOLE = Console()
 METHOD = "difix-refiner"
@@ -37,6 +37,9 @@ class DemoCommand:
     """Training iterations per run."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Device for training (cuda uses gsplat's kernels)."""
+    threads: int = 1
+    """CPU threads per training process. torch's thread pool spins when its cores are busy with other
+    work, which made 2 threads 10x slower than 1 on a loaded 2-core machine; raise it on an idle one."""
     seed: int = 42
     """Random seed of both runs."""
     overwrite: bool = False
@@ -58,7 +61,9 @@ class DemoCommand:
             run = self._train(name, lidar)
             config = run_config_path(self.output_dir, name, METHOD)
             CONSOLE.log(f"{name}: trained in {run.wall_s:.0f} s; evaluating held-out frames with ns-eval")
-            metrics = ns_eval(config, self.output_dir / name / "eval.json", self.output_dir / name / "renders")
+            metrics = ns_eval(
+                config, self.output_dir / name / "eval.json", self.output_dir / name / "renders", thread_env(self.threads)
+            )
             results[name] = {
                 "heldout": {"psnr": metrics["psnr"], "ssim": metrics["ssim"]},
                 "wall_s": run.wall_s,
@@ -77,7 +82,7 @@ class DemoCommand:
             "--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations),
         ]  # fmt: skip
         data_args = ["--data", str(self.data), "--load-lidar", str(lidar)]
-        return ns_train(METHOD, self.output_dir, name, args, "pandaset-data", data_args)
+        return ns_train(METHOD, self.output_dir, name, args, "pandaset-data", data_args, thread_env(self.threads))
 
     def _comparison_image(self, path: Path) -> None:
         """Held-out frame 0: photo | LiDAR-initialised render | randomly initialised render."""

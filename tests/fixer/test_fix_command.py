@@ -16,16 +16,6 @@ from difix_refiner.fixer.fix_command import FixCommand
 from difix_refiner.fixer.folder_io import FixCommandError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tiny model gains nothing from intra-op threads, and on a shared small machine
-    # OpenMP's spinning worker threads make every process crawl.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _write_pngs(folder: Path, names: list[str], size: tuple[int, int] = (40, 24), seed: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

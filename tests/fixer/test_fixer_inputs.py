@@ -8,16 +8,6 @@ import torch
 from difix_refiner.fixer import Fixer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tiny model gains nothing from intra-op threads, and on a shared small machine
-    # OpenMP's spinning worker threads make every process crawl.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def fixer() -> Fixer:
     return Fixer.tiny("difix")

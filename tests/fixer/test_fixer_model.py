@@ -11,16 +11,6 @@ from difix_refiner.fixer.attention import MultiViewAttnProcessor, install_multiv
 from difix_refiner.fixer.presets import tiny_components
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tiny model gains nothing from intra-op threads, and on a shared small machine
-    # OpenMP's spinning worker threads make every process crawl.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _images(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(b, 3, h, w, generator=g)

@@ -13,16 +13,6 @@ from difix_refiner.fixer import Fixer, FixerConfig, FixerWeightsError, write_pro
 from difix_refiner.fixer.presets import tiny_components
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The tiny model gains nothing from intra-op threads, and on a shared small machine
-    # OpenMP's spinning worker threads make every process crawl.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _images(b: int = 1, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
 

@@ -22,15 +22,6 @@ VALUE_ATOL = 1e-9
 GRAD_RTOL = 1e-7
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Scenes here are tiny; one thread avoids OpenMP start-up costs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _scene(**kwargs):
     kwargs.setdefault("n", 60)
     return random_scene(**kwargs)

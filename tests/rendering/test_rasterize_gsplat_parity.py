@@ -17,15 +17,6 @@ from difix_refiner.rendering.tiles import bin_splats
 torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Inputs here are tiny; one thread avoids OpenMP start-up costs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("calc_compensations", [False, True])
 def test_projection_matches_gsplat_torch_impl(calc_compensations):
     scene = random_scene(80, 64, 48, n_cameras=3, seed=1)

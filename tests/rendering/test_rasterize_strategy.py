@@ -7,15 +7,6 @@ from gsplat.strategy import DefaultStrategy
 from difix_refiner.rendering import random_scene, rasterize
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Scenes here are tiny; one thread avoids OpenMP start-up costs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _splats(n: int = 120):
     """Parameters and optimizers laid out like gsplat's examples (activations applied at render)."""
     scene = random_scene(n, 64, 48, n_cameras=2, seed=7, dtype=torch.float32, sh_degree=1)

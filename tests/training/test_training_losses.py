@@ -39,15 +39,6 @@ TINY_CLIP = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions run far faster on one thread than on an oversubscribed shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbones() -> PerceptualBackbones:
     with warnings.catch_warnings():

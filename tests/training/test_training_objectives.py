@@ -23,14 +23,6 @@ TINY_CLIP = dict(
 RANDOM = PerceptualConfig(random_init=True, search_caches=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbones() -> PerceptualBackbones:
     with warnings.catch_warnings():

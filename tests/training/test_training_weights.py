@@ -30,14 +30,6 @@ from difix_refiner.training.perceptual import (
 NO_WEIGHTS = PerceptualConfig(search_caches=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_explicit_lpips_without_weights_names_file_and_option():
     with pytest.raises(PerceptualWeightsError) as info:
         PairedObjective(PairedObjectiveConfig(lpips=1.0, perceptual=NO_WEIGHTS))
