@@ -16,6 +16,7 @@ def subcommands() -> Dict[str, type]:
     from difix_refiner.cameras.render_command import RenderShiftedCommand
     from difix_refiner.cameras.shift_command import ShiftPathCommand
     from difix_refiner.demo import DemoCommand
+    from difix_refiner.evaluation.eval_command import EvalCommand
     from difix_refiner.fixer.fix_command import FixCommand
     from difix_refiner.training.pairs_command import MakePairsCommand, MergePairsCommand
     from difix_refiner.training.train_command import TrainFixerCommand
@@ -28,6 +29,7 @@ def subcommands() -> Dict[str, type]:
         "make-pairs": MakePairsCommand,
         "merge-pairs": MergePairsCommand,
         "train-fixer": TrainFixerCommand,
+        "eval": EvalCommand,
     }
 
 

@@ -1,0 +1,111 @@
+"""End to end on CPU: train a tiny difix-refiner run, then ``difix-refiner eval`` on it.
+
+A 3-iteration run on the bundled PandaSet excerpt at quarter resolution with few LiDAR seeds; the
+evaluation uses large strides so that only 8 views are rendered (1 held-out frame, 1 frame of
+each side camera, 1 frame at 5 offsets) and 5 go through the tiny random-weight fixer.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tyro
+from PIL import Image
+
+from difix_refiner.evaluation.eval_command import EvalCommand
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "pandaset_002"
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.skipif(
+    not EXAMPLE.is_dir() or not (BIN / "ns-train").exists(), reason="needs examples/pandaset_002 and ns-train"
+)
+
+SHIFTED_KEYS = {
+    "lidar_psnr", "lidar_points", "depth_absrel", "depth_rmse", "depth_pixels", "sharpness", "sharpness_ratio",
+    "fixer_agreement_psnr", "fixer_mean_abs_diff", "fid", "kid_mean", "kid_std", "fid_fixed", "kid_mean_fixed",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_e2e")
+    command = [
+        str(BIN / "ns-train"), "difix-refiner",
+        "--machine.device-type", "cpu", "--machine.seed", "0",
+        "--max-num-iterations", "3", "--steps-per-save", "3", "--vis", "tensorboard",
+        "--output-dir", str(out), "--experiment-name", "tiny", "--timestamp", "run",
+        "pandaset-data", "--data", str(EXAMPLE), "--downscale-factor", "4", "--lidar-max-points", "5000",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    if result.returncode != 0:
+        pytest.fail(f"ns-train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return out / "tiny" / "difix-refiner" / "run" / "config.yml"
+
+
+def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the run's data path is relative to the repository
+    out = tmp_path / "eval"
+    args = [
+        "--load-config", str(tiny_run), "--output-dir", str(out), "--fixer-base", "tiny",
+        "--frame-stride", "80", "--heldout-stride", "10", "--cross-camera-stride", "80",
+        "--thumbnail-width", "80",
+    ]  # fmt: skip
+    tyro.cli(EvalCommand, args=args).main()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"heldout", "cross_camera", "shifted", "recorded", "skipped", "info"} <= set(metrics)
+    for kind in ("heldout", "cross_camera"):
+        assert metrics[kind]["num_views"] >= 1
+        assert 5.0 < metrics[kind]["psnr"] < 60.0 and 0.0 < metrics[kind]["ssim"] <= 1.0
+    assert set(metrics["cross_camera"]["per_camera"]) == {"front_left_camera", "front_right_camera"}
+    assert set(metrics["shifted"]) == {"-2", "-1", "+1", "+2"}
+    for key, entry in metrics["shifted"].items():
+        assert SHIFTED_KEYS <= set(entry), key
+        assert entry["lidar_points"] > 0 and entry["depth_pixels"] > 0
+        assert entry["lidar_psnr"] > 0 and entry["depth_absrel"] >= 0 and entry["depth_rmse"] >= 0
+        assert entry["sharpness"] > 0 and entry["fixer_agreement_psnr"] is not None
+        assert entry["fid"] is None  # no Inception weights given
+    assert metrics["recorded"]["sharpness"] > 0 and metrics["recorded"]["lidar_psnr"] > 0
+    assert "fid_kid" in metrics["skipped"] and "fixer" not in metrics["skipped"]
+    if metrics["heldout"]["lpips"] is None:
+        assert "lpips" in metrics["skipped"]
+    assert metrics["info"]["camera"] == "front_camera" and len(metrics["info"]["frames"]) == 1
+
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.width > 80  # one frame column
+    # Rows: photo, recorded render, shifted render, shifted + fixer.
+    assert sheet.height > 4 * 45
+    assert not list(out.glob(".*partial*"))  # atomic writes leave nothing behind
+
+    # An existing output is refused unless --overwrite (checked before anything slow).
+    with pytest.raises(SystemExit, match="--overwrite"):
+        tyro.cli(EvalCommand, args=args).main()
+    with pytest.raises(SystemExit, match="offsets"):
+        tyro.cli(EvalCommand, args=args + ["--overwrite", "--offsets", "0"]).main()
+
+
+def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "compare"
+    tyro.cli(
+        EvalCommand,
+        args=[
+            "--load-config", str(tiny_run), "--compare-config", str(tiny_run), "--output-dir", str(out),
+            "--label", "refiner", "--compare-label", "baseline", "--fixer-base", "none", "--offsets", "-1", "1",
+            "--frame-stride", "80", "--heldout-stride", "10", "--cross-camera-stride", "80", "--thumbnail-width", "80",
+        ],
+    ).main()  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"refiner", "baseline"}
+    for run in metrics.values():
+        assert set(run["shifted"]) == {"-1", "+1"}
+        assert run["shifted"]["+1"]["fixer_agreement_psnr"] is None and "fixer" in run["skipped"]
+    # The same run evaluated twice gives the same numbers (everything is deterministic).
+    assert metrics["refiner"]["shifted"] == metrics["baseline"]["shifted"]
+    assert metrics["refiner"]["heldout"]["psnr"] == metrics["baseline"]["heldout"]["psnr"]
+    # Rows: photo + 2 runs x (recorded, shifted); no fixer rows.
+    assert Image.open(out / "contact_sheet.png").height > 5 * 45
