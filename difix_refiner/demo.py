@@ -81,7 +81,7 @@ class DemoCommand:
             "--machine.device-type", self.device, "--machine.seed", str(self.seed),
             "--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations),
         ]  # fmt: skip
-        data_args = ["--data", str(self.data), "--load-lidar", str(lidar)]
+        data_args = ["--data", str(self.data.resolve()), "--load-lidar", str(lidar)]  # absolute: runs load from anywhere
         return ns_train(METHOD, self.output_dir, name, args, "pandaset-data", data_args, thread_env(self.threads))
 
     def _comparison_image(self, path: Path) -> None:
