@@ -80,6 +80,8 @@ class DemoCommand:
         args = [
             "--machine.device-type", self.device, "--machine.seed", str(self.seed),
             "--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations),
+            # This comparison is about initialisation alone: plain splatfacto training, no refine rounds.
+            "--pipeline.refine.enabled", "False",
         ]  # fmt: skip
         data_args = ["--data", str(self.data.resolve()), "--load-lidar", str(lidar)]  # absolute: runs load from anywhere
         return ns_train(METHOD, self.output_dir, name, args, "pandaset-data", data_args, thread_env(self.threads))

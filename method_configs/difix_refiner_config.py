@@ -1,4 +1,5 @@
-"""The ``difix-refiner`` method specification that nerfstudio discovers through its entry point.
+"""The ``difix-refiner`` and ``difix-refiner-cpu`` method specifications that nerfstudio discovers through
+its entry points.
 
 Only wiring lives here; the model, dataparser and refine loop are in the ``difix_refiner`` package.
 """
@@ -6,15 +7,16 @@ Only wiring lives here; the model, dataparser and refine loop are in the ``difix
 from __future__ import annotations
 
 from nerfstudio.configs.base_config import ViewerConfig
-from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
+from difix_refiner.nerfstudio.difix_refiner_datamanager import DifixRefinerDatamanagerConfig
 from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
+from difix_refiner.nerfstudio.difix_refiner_pipeline import DifixRefinerPipelineConfig
+from difix_refiner.nerfstudio.refine_config import RefineConfig
 
 
 def _gaussian_optimizers(max_steps: int) -> dict:
@@ -45,7 +47,9 @@ def _gaussian_optimizers(max_steps: int) -> dict:
 
 
 def difix_refiner_trainer_config() -> TrainerConfig:
-    """The GPU-default configuration of the ``difix-refiner`` method (splatfacto's schedule)."""
+    """The GPU-default configuration of the ``difix-refiner`` method (splatfacto's schedule, Difix3D's loop:
+    a refine round every 2000 steps, novel cameras moving 0.5 m per round toward +-1 m and +-2 m lateral
+    offsets, sd-turbo fixer, 70/30 real/pseudo sampling, pseudo-view loss weight 0.3)."""
     max_steps = 30000
     return TrainerConfig(
         method_name="difix-refiner",
@@ -55,12 +59,13 @@ def difix_refiner_trainer_config() -> TrainerConfig:
         steps_per_eval_all_images=1000,
         max_num_iterations=max_steps,
         mixed_precision=False,
-        pipeline=VanillaPipelineConfig(
-            datamanager=FullImageDatamanagerConfig(
+        pipeline=DifixRefinerPipelineConfig(
+            datamanager=DifixRefinerDatamanagerConfig(
                 dataparser=PandasetDataParserConfig(),
                 cache_images_type="uint8",
             ),
             model=DifixRefinerModelConfig(),
+            refine=RefineConfig(),
         ),
         optimizers=_gaussian_optimizers(max_steps),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
@@ -68,7 +73,57 @@ def difix_refiner_trainer_config() -> TrainerConfig:
     )
 
 
+CPU_FIXER = "examples/fixer-small"
+"""The small fixer the CPU preset uses (trained with ``difix-refiner train-fixer``; relative to the repo root)."""
+
+
+def difix_refiner_cpu_trainer_config() -> TrainerConfig:
+    """A small CPU preset of ``difix-refiner``: the bundled PandaSet excerpt at half its size (240x135), 20k
+    LiDAR seeds, a 2000-step schedule with a refine round every 200 steps (from step 400) on every 8th frame,
+    and the small fixer ``examples/fixer-small`` on the CPU."""
+    max_steps = 2000
+    config = difix_refiner_trainer_config()
+    config.method_name = "difix-refiner-cpu"
+    config.machine.device_type = "cpu"
+    config.max_num_iterations = max_steps
+    config.steps_per_save = 200
+    config.steps_per_eval_image = 200
+    config.steps_per_eval_all_images = max_steps
+    config.vis = "tensorboard"  # a viewer would share the two CPU cores with training
+    config.optimizers = _gaussian_optimizers(max_steps)
+    pipeline = config.pipeline
+    assert isinstance(pipeline, DifixRefinerPipelineConfig)
+    pipeline.datamanager.cache_images = "cpu"
+    # examples/pandaset_002 is already a quarter of PandaSet's 1920x1080; use 8 for full-size sequences.
+    pipeline.datamanager.dataparser = PandasetDataParserConfig(downscale_factor=2, lidar_max_points=20000)
+    model = pipeline.model
+    assert isinstance(model, DifixRefinerModelConfig)
+    # splatfacto's schedule compressed to 2000 steps: half resolution for 250 steps, densify from 200 to 1500.
+    model.num_downscales = 1
+    model.resolution_schedule = 250
+    model.warmup_length = 200
+    model.refine_every = 100
+    model.stop_split_at = 1500
+    model.sh_degree_interval = 400
+    pipeline.refine = RefineConfig(
+        steps_per_fix=200,
+        first_fix_step=400,
+        frame_stride=8,
+        fixer_base=CPU_FIXER,
+        fixer_device="cpu",
+        fixer_dtype="fp32",
+    )
+    return config
+
+
 difix_refiner_method = MethodSpecification(
     config=difix_refiner_trainer_config(),
-    description="Splatfacto for driving scenes, on CPU or GPU, refined off the recorded path with a one-step diffusion fixer.",
+    description="Splatfacto for driving scenes, on CPU or GPU, refined off the recorded path with a one-step "
+    "diffusion fixer (Difix3D-style progressive distillation; --pipeline.refine.enabled False for the baseline).",
+)
+
+difix_refiner_cpu_method = MethodSpecification(
+    config=difix_refiner_cpu_trainer_config(),
+    description="difix-refiner on the CPU: small scene, short schedule, refine rounds every 200 steps with the "
+    "small fixer examples/fixer-small.",
 )

@@ -1,6 +1,5 @@
 """Image metrics, skip reporting (LPIPS, FID/KID, fixer), held-out view selection and the contact-sheet grid."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

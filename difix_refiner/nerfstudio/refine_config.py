@@ -1,0 +1,143 @@
+"""Options of the refine loop (Difix3D-style progressive distillation) inside ``ns-train difix-refiner``.
+
+Set on the command line under ``--pipeline.refine.*``, e.g. ``--pipeline.refine.enabled False`` for the
+plain splatfacto baseline with otherwise identical settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Tuple
+
+from nerfstudio.configs.base_config import PrintableConfig
+
+TargetKind = Literal["offsets", "held-out", "both"]
+
+
+@dataclass
+class RefineConfig(PrintableConfig):
+    """Every ``steps_per_fix`` steps: move the novel cameras one ``shift_step`` toward their targets, render
+    them (no gradients, outside the densification statistics), fix the renders with the one-step diffusion
+    fixer and train on them as pseudo ground truth next to the real images."""
+
+    enabled: bool = True
+    """Run the refine loop. False trains the plain splatfacto baseline with otherwise identical settings
+    (same code path, same seeds, no pseudo views)."""
+    steps_per_fix: int = 2000
+    """Steps between refine rounds (Difix3D: 2000)."""
+    first_fix_step: Optional[int] = None
+    """Step of the first refine round; None means ``steps_per_fix`` (the model needs some training first)."""
+    last_fix_step: Optional[int] = None
+    """No refine round after this step; None means rounds until the end of training."""
+    targets: TargetKind = "offsets"
+    """Where the novel cameras go: 'offsets' (the recorded trajectory shifted sideways by ``offsets``
+    metres), 'held-out' (the poses of the eval split's cameras, e.g. the side cameras with
+    ``--eval-mode cross-camera``; their images are never used), or 'both'."""
+    offsets: Tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
+    """Lateral target offsets in metres from the recorded trajectory, positive to the vehicle's left."""
+    shift_step: float = 0.5
+    """Metres each novel camera moves toward its target per round (rotation slerped in proportion)."""
+    frame_stride: int = 1
+    """Use every k-th recorded frame (per camera) as a novel-camera start, and every k-th held-out image
+    as a target: fewer renders and fixes per round."""
+    metres_per_scene_unit: Optional[float] = None
+    """Scene scale for metre-valued options. Taken from the dataparser when it says (pandaset-data does);
+    required for non-metric dataparsers such as nerfstudio-data."""
+    num_references: int = 1
+    """Nearest training images passed to the fixer as references (0 = none; a 'pix2pix-turbo' fixer gets none)."""
+    reference_metres_per_degree: float = 0.1
+    """Nearest-reference distance = centre distance in metres + this times the angle between the views in
+    degrees (so 10 degrees count like 1 metre)."""
+    pseudo_view_fraction: float = 0.3
+    """Share of training steps that use a pseudo view once there are any (Difix3D: 70/30 real/fixed)."""
+    pseudo_view_loss_weight: float = 0.3
+    """Weight of the photometric loss on pseudo views (the real views' loss keeps weight 1)."""
+    alpha_mask_threshold: float = 0.5
+    """Pseudo-view pixels whose rendered opacity was below this when they were made are left out of the
+    loss (the fixer invents what an empty render does not show); 0 keeps all pixels."""
+    keep_previous_rounds: bool = True
+    """Keep training on the pseudo views of earlier rounds (a view at the same pose is replaced by the newer
+    one); False trains only on the latest round's views."""
+    fixer_base: Optional[str] = None
+    """Fixer base model: hub id or local diffusers folder, 'tiny' (random test model), or a saved fixer
+    folder. None: the base recorded in ``fixer_adapter``, else stabilityai/sd-turbo."""
+    fixer_adapter: Optional[str] = None
+    """Trained fixer weights (a folder written by train-fixer, or its fixer.safetensors)."""
+    fixer_variant: Optional[Literal["difix", "pix2pix-turbo"]] = None
+    """Fixer variant; None: the adapter's, else 'difix'. 'pix2pix-turbo' takes no references."""
+    fixer_device: str = "auto"
+    """Device of the fixer ('cuda', 'cuda:1', 'cpu'); 'auto' is the model's device."""
+    fixer_dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """Fixer precision; 'auto' is bf16 (fp16 without bf16 support) on CUDA, fp32 on the CPU."""
+    fixer_batch_size: int = 1
+    """Renders fixed per fixer call (same-size renders only)."""
+    fixer_memory_efficient: bool = False
+    """Run the fixer's VAE and UNet one view at a time (less memory, slower)."""
+    save_renders: bool = False
+    """Also save the raw (unfixed) renders next to the pseudo views, for inspection."""
+    show_in_viewer: bool = True
+    """Draw the latest round's pseudo views as camera frustums in the viewer (when it runs)."""
+    seed: int = 42
+    """Seed of the real/pseudo coin and of the pseudo-view order (the real-view order is nerfstudio's)."""
+
+    def first_step(self) -> int:
+        """Step of the first refine round."""
+        return self.steps_per_fix if self.first_fix_step is None else self.first_fix_step
+
+    def is_fix_step(self, step: int) -> bool:
+        """Whether a refine round runs before training step ``step``."""
+        if not self.enabled:
+            return False
+        first = self.first_step()
+        if step < first or (self.last_fix_step is not None and step > self.last_fix_step):
+            return False
+        return (step - first) % self.steps_per_fix == 0
+
+    def uses_offsets(self) -> bool:
+        """Whether lateral-offset targets are on."""
+        return self.targets in ("offsets", "both")
+
+    def uses_held_out(self) -> bool:
+        """Whether held-out camera targets are on."""
+        return self.targets in ("held-out", "both")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option when a value cannot work."""
+
+        def bad(option: str, why: str) -> ValueError:
+            return ValueError(f"--pipeline.refine.{option.replace('_', '-')}: {why}")
+
+        if self.steps_per_fix < 1:
+            raise bad("steps_per_fix", f"must be at least 1, got {self.steps_per_fix}")
+        if self.first_fix_step is not None and self.first_fix_step < 1:
+            raise bad("first_fix_step", f"must be at least 1 (step 0 trains nothing yet), got {self.first_fix_step}")
+        if self.targets not in ("offsets", "held-out", "both"):
+            raise bad("targets", f"must be 'offsets', 'held-out' or 'both', got {self.targets!r}")
+        if self.uses_offsets():
+            if not self.offsets:
+                raise bad("offsets", "is empty; give lateral offsets in metres, e.g. -2 -1 1 2")
+            if any(not math.isfinite(o) or o == 0.0 for o in self.offsets):
+                raise bad("offsets", f"must be finite and non-zero, got {list(self.offsets)}")
+            if len({round(o, 6) for o in self.offsets}) != len(self.offsets):
+                raise bad("offsets", f"has duplicates: {list(self.offsets)}")
+        if not (math.isfinite(self.shift_step) and self.shift_step > 0):
+            raise bad("shift_step", f"must be a positive number of metres, got {self.shift_step}")
+        if self.frame_stride < 1:
+            raise bad("frame_stride", f"must be at least 1, got {self.frame_stride}")
+        if self.metres_per_scene_unit is not None and not (
+            math.isfinite(self.metres_per_scene_unit) and self.metres_per_scene_unit > 0
+        ):
+            raise bad("metres_per_scene_unit", f"must be a positive number, got {self.metres_per_scene_unit}")
+        if self.num_references < 0:
+            raise bad("num_references", f"must be 0 or more, got {self.num_references}")
+        if self.reference_metres_per_degree < 0:
+            raise bad("reference_metres_per_degree", f"must be 0 or more, got {self.reference_metres_per_degree}")
+        if not 0.0 <= self.pseudo_view_fraction <= 1.0:
+            raise bad("pseudo_view_fraction", f"must lie in [0, 1], got {self.pseudo_view_fraction}")
+        if not (math.isfinite(self.pseudo_view_loss_weight) and self.pseudo_view_loss_weight >= 0):
+            raise bad("pseudo_view_loss_weight", f"must be 0 or more, got {self.pseudo_view_loss_weight}")
+        if not 0.0 <= self.alpha_mask_threshold <= 1.0:
+            raise bad("alpha_mask_threshold", f"must lie in [0, 1], got {self.alpha_mask_threshold}")
+        if self.fixer_batch_size < 1:
+            raise bad("fixer_batch_size", f"must be at least 1, got {self.fixer_batch_size}")
