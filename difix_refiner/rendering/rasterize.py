@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from .compositing import RasterPlan, rasterize_to_pixels
-from .projection import project_gaussians, quat_scale_to_covar, symmetric_from_upper
-from .sh import MAX_SH_DEGREE, view_dependent_colors
+from .sh import MAX_SH_DEGREE
+from .splats import prepare_splats
 from .tiles import bin_splats
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
@@ -144,27 +144,11 @@ def rasterize(
         raise NotImplementedError("sparse_grad=True is only supported on CUDA (gsplat)")
 
     C, N = viewmats.shape[0], means.shape[0]
-    covars3d = symmetric_from_upper(covars) if covars is not None else quat_scale_to_covar(quats, scales)
-    proj = project_gaussians(
-        means,
-        covars3d,
-        viewmats,
-        Ks,
-        width,
-        height,
-        eps2d=eps2d,
-        near_plane=near_plane,
-        far_plane=far_plane,
-        radius_clip=radius_clip,
-        calc_compensations=rasterize_mode == "antialiased",
-    )
-    opac = opacities[None, :].expand(C, N)  # [C, N]
-    if proj.compensations is not None:
-        opac = opac * proj.compensations
-    if sh_degree is None:
-        feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)  # [C, N, D]
-    else:
-        feats = view_dependent_colors(sh_degree, means, colors, viewmats)  # [C, N, 3]
+    proj, opac, feats = prepare_splats(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        covars=covars, sh_degree=sh_degree, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+        radius_clip=radius_clip, antialiased=rasterize_mode == "antialiased",
+    )  # fmt: skip
     if render_mode in ("RGB+D", "RGB+ED"):
         feats = torch.cat([feats, proj.depths[..., None]], -1)
         if backgrounds is not None:

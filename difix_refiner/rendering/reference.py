@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .projection import project_gaussians, quat_scale_to_covar, symmetric_from_upper
-from .sh import view_dependent_colors
+from .splats import prepare_splats
 
 
 def _composite_pixels(
@@ -123,28 +122,12 @@ def reference_rasterize(
         render_colors [C, H, W, X], render_alphas [C, H, W, 1] and a dict with
         ``means2d`` (non-leaf, [C, N, 2]), ``radii``, ``depths``, ``conics``, ``opacities``.
     """
-    C, N = viewmats.shape[0], means.shape[0]
-    covars3d = symmetric_from_upper(covars) if covars is not None else quat_scale_to_covar(quats, scales)
-    proj = project_gaussians(
-        means,
-        covars3d,
-        viewmats,
-        Ks,
-        width,
-        height,
-        eps2d=eps2d,
-        near_plane=near_plane,
-        far_plane=far_plane,
-        radius_clip=radius_clip,
-        calc_compensations=rasterize_mode == "antialiased",
-    )
-    opac = opacities[None, :].expand(C, N)  # [C, N]
-    if proj.compensations is not None:
-        opac = opac * proj.compensations
-    if sh_degree is None:
-        feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)  # [C, N, D]
-    else:
-        feats = view_dependent_colors(sh_degree, means, colors, viewmats)  # [C, N, 3]
+    C = viewmats.shape[0]
+    proj, opac, feats = prepare_splats(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        covars=covars, sh_degree=sh_degree, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+        radius_clip=radius_clip, antialiased=rasterize_mode == "antialiased",
+    )  # fmt: skip
     depth = proj.depths[..., None]  # [C, N, 1]
     if render_mode in ("D", "ED"):
         feats = depth
