@@ -5,7 +5,6 @@ excerpt at quarter resolution with few LiDAR seeds, then a handful of renders.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,35 +26,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e")
-    command = [
-        str(BIN / "ns-train"), "difix-refiner",
-        "--machine.device-type", "cpu", "--machine.seed", "0",
-        "--max-num-iterations", "3", "--steps-per-save", "3", "--vis", "tensorboard",
-        "--output-dir", str(out), "--experiment-name", "tiny", "--timestamp", "run",
-        "pandaset-data", "--data", str(EXAMPLE), "--downscale-factor", "4", "--lidar-max-points", "5000",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        pytest.fail(f"ns-train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    config = out / "tiny" / "difix-refiner" / "run" / "config.yml"
-    assert config.is_file()
-    return config
-
-
 def world_front_poses():
     """Recorded front-camera centres, metres, world frame: ``[80, 3]``."""
     entries = json.loads((EXAMPLE / "camera/front_camera/poses.json").read_text())
     return np.array([[e["position"][k] for k in "xyz"] for e in entries])
 
 
-def test_render_shifted_on_trained_model(trained_run, tmp_path):
+def test_render_shifted_on_trained_model(tiny_run, tmp_path):
     out = tmp_path / "renders"
     tyro.cli(
         RenderShiftedCommand,
-        args=["--load-config", str(trained_run), "--offsets", "-1.5", "1.5", "--output-dir", str(out),
+        args=["--load-config", str(tiny_run), "--offsets", "-1.5", "1.5", "--output-dir", str(out),
               "--frame-stride", "25", "--contact-sheet-frames", "3"],
     ).main()  # fmt: skip
 
@@ -88,12 +69,12 @@ def test_render_shifted_on_trained_model(trained_run, tmp_path):
             assert (delta @ world_left * np.sign(entry["offset_m"]) > 0.98 * abs(entry["offset_m"])).all()
 
 
-def test_shift_path_renders_with_ns_render(trained_run, tmp_path):
+def test_shift_path_renders_with_ns_render(tiny_run, tmp_path):
     """The written camera path goes through ``ns-render camera-path`` (nerfstudio's own code) as it is."""
     from nerfstudio.scripts import render as ns_render
 
     tyro.cli(
-        ShiftPathCommand, args=["--load-config", str(trained_run), "--offsets", "2", "--output-dir", str(tmp_path)]
+        ShiftPathCommand, args=["--load-config", str(tiny_run), "--offsets", "2", "--output-dir", str(tmp_path)]
     ).main()
     path = json.loads((tmp_path / "offset_+2m.json").read_text())
     # Render only two poses of the path to keep the test short.
@@ -102,7 +83,7 @@ def test_shift_path_renders_with_ns_render(trained_run, tmp_path):
     short = tmp_path / "short.json"
     short.write_text(json.dumps(path))
     ns_render.RenderCameraPath(
-        load_config=trained_run,
+        load_config=tiny_run,
         camera_path_filename=short,
         output_path=tmp_path / "ns_render",
         output_format="images",

@@ -6,7 +6,6 @@ each side camera, 1 frame at 5 offsets) and 5 go through the tiny random-weight 
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,22 +27,6 @@ SHIFTED_KEYS = {
     "lidar_psnr", "lidar_points", "depth_absrel", "depth_rmse", "depth_pixels", "sharpness", "sharpness_ratio",
     "fixer_agreement_psnr", "fixer_mean_abs_diff", "fid", "kid_mean", "kid_std", "fid_fixed", "kid_mean_fixed",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval_e2e")
-    command = [
-        str(BIN / "ns-train"), "difix-refiner",
-        "--machine.device-type", "cpu", "--machine.seed", "0",
-        "--max-num-iterations", "3", "--steps-per-save", "3", "--vis", "tensorboard",
-        "--output-dir", str(out), "--experiment-name", "tiny", "--timestamp", "run",
-        "pandaset-data", "--data", str(EXAMPLE), "--downscale-factor", "4", "--lidar-max-points", "5000",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
-    if result.returncode != 0:
-        pytest.fail(f"ns-train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return out / "tiny" / "difix-refiner" / "run" / "config.yml"
 
 
 def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):

@@ -51,26 +51,10 @@ def test_lpips_skips_with_one_warning_when_weights_are_missing():
     assert len([w for w in caught if "LPIPS skipped" in str(w.message)]) == 1
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("model_run")
-    command = [
-        str(BIN / "ns-train"), "difix-refiner",
-        "--machine.device-type", "cpu", "--machine.seed", "0",
-        "--max-num-iterations", "5", "--steps-per-save", "5", "--vis", "tensorboard",
-        "--output-dir", str(out), "--experiment-name", "tiny", "--timestamp", "run",
-        "pandaset-data", "--data", str(SCENE), "--downscale-factor", "4", "--lidar-max-points", "3000",
-        "--frame-end", "24",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out / "tiny" / "difix-refiner" / "run" / "config.yml"
-
-
-def test_ns_eval_reports_heldout_psnr_and_ssim(trained_run, tmp_path):
+def test_ns_eval_reports_heldout_psnr_and_ssim(tiny_run, tmp_path):
     out = tmp_path / "eval.json"
     result = subprocess.run(
-        [str(BIN / "ns-eval"), "--load-config", str(trained_run), "--output-path", str(out)],
+        [str(BIN / "ns-eval"), "--load-config", str(tiny_run), "--output-path", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,14 +62,14 @@ def test_ns_eval_reports_heldout_psnr_and_ssim(trained_run, tmp_path):
     assert 5.0 < metrics["psnr"] < 40.0 and 0.0 < metrics["ssim"] <= 1.0
 
 
-def test_ns_export_writes_every_gaussian(trained_run, tmp_path):
+def test_ns_export_writes_every_gaussian(tiny_run, tmp_path):
     result = subprocess.run(
-        [str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(trained_run), "--output-dir", str(tmp_path)],
+        [str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(tiny_run), "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     header = (tmp_path / "splat.ply").read_bytes()[:2000].decode("latin-1")
     count = int(header.split("element vertex ")[1].split()[0])
-    ckpt = next((trained_run.parent / "nerfstudio_models").glob("*.ckpt"))
+    ckpt = next((tiny_run.parent / "nerfstudio_models").glob("*.ckpt"))
     saved = torch.load(ckpt, map_location="cpu")["pipeline"]["_model.gauss_params.means"].shape[0]
     assert 0.9 * saved <= count <= saved  # ns-export drops only NaN and near-transparent Gaussians
