@@ -28,6 +28,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from difix_refiner.cameras.scene_frame import scene_to_world
 from difix_refiner.data.lidar import aggregate_sweeps, project
 from difix_refiner.data.pandaset import OPENCV_TO_OPENGL
 
@@ -87,10 +88,9 @@ def scene_to_world_opencv(c2w_scene_opengl: np.ndarray, dataparser_transform: np
     scale = float(dataparser_scale)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"dataparser_scale must be positive, got {dataparser_scale}")
-    rot_t, t = transform[:, :3], transform[:, 3]
     out = np.tile(np.eye(4), (poses.shape[0], 1, 1))  # [N, 4, 4]
-    out[:, :3, :3] = rot_t.T @ poses[:, :3, :3] @ OPENCV_TO_OPENGL  # OPENCV_TO_OPENGL is its own inverse
-    out[:, :3, 3] = (poses[:, :3, 3] / scale - t) @ rot_t  # R^T (scene / s - t), row-vector form
+    out[:, :3, :4] = scene_to_world(poses[:, :3, :4], transform, scale)
+    out[:, :3, :3] = out[:, :3, :3] @ OPENCV_TO_OPENGL  # OPENCV_TO_OPENGL is its own inverse
     return out[0] if single else out
 
 

@@ -68,6 +68,7 @@ import numpy as np
 
 from difix_refiner.cameras import atomic
 from difix_refiner.cameras.run_data import InputError, check_method, load_run_config
+from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
 from difix_refiner.training.pairs import PairEntry, validate_pairs, write_pairs
 from difix_refiner.training.reference_views import nearest_reference, pose_costs
 
@@ -227,28 +228,6 @@ def matrix_to_quat_wxyz(rotations: np.ndarray) -> np.ndarray:
             q = ((m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s)
         q = np.asarray(q) / np.linalg.norm(q)
         out[i] = q if q[0] >= 0 else -q
-    return out
-
-
-def scene_to_world(poses: np.ndarray, transform: np.ndarray, scale: float) -> np.ndarray:
-    """Undo a dataparser's ``scene = scale * (transform @ world)``. # [N, 3, 4] -> [N, 3, 4]"""
-    t = np.asarray(transform, dtype=np.float64)  # [3, 4], rigid
-    rot_t, trans_t = t[:, :3], t[:, 3]
-    p = np.asarray(poses, dtype=np.float64)
-    out = np.empty_like(p)
-    out[:, :, :3] = rot_t.T @ p[:, :, :3]
-    out[:, :, 3] = (p[:, :, 3] / scale - trans_t) @ rot_t  # rot_t.T @ (x / s - t), row-wise
-    return out
-
-
-def world_to_scene(poses: np.ndarray, transform: np.ndarray, scale: float) -> np.ndarray:
-    """Apply a dataparser's ``scene = scale * (transform @ world)``. # [N, 3, 4] -> [N, 3, 4]"""
-    t = np.asarray(transform, dtype=np.float64)
-    rot_t, trans_t = t[:, :3], t[:, 3]
-    p = np.asarray(poses, dtype=np.float64)
-    out = np.empty_like(p)
-    out[:, :, :3] = rot_t @ p[:, :, :3]
-    out[:, :, 3] = scale * (p[:, :, 3] @ rot_t.T + trans_t)
     return out
 
 

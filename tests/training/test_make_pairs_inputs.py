@@ -17,11 +17,10 @@ from difix_refiner.training.make_pairs import (
     nearest_steps,
     resolve_test_frames,
     save_period,
-    scene_to_world,
     underfit_steps,
-    world_to_scene,
     write_pandaset_folder,
 )
+from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
 from difix_refiner.training.pairs import PairEntry, read_pairs, validate_pairs, write_pairs
 from difix_refiner.training.pairs_command import MakePairsCommand, MergePairsCommand
 from difix_refiner.training.reference_views import nearest_reference, pose_costs
