@@ -13,7 +13,7 @@ import tyro
 
 def subcommands() -> Dict[str, type]:
     """Subcommand name -> command dataclass."""
-    from difix_refiner.cameras.render_command import RenderShiftedCommand
+    from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
     from difix_refiner.cameras.shift_command import ShiftPathCommand
     from difix_refiner.demo import DemoCommand
     from difix_refiner.evaluation.eval_command import EvalCommand
@@ -25,6 +25,7 @@ def subcommands() -> Dict[str, type]:
         "demo": DemoCommand,
         "shift-path": ShiftPathCommand,
         "render-shifted": RenderShiftedCommand,
+        "render-recorded": RenderRecordedCommand,
         "fix": FixCommand,
         "make-pairs": MakePairsCommand,
         "merge-pairs": MergePairsCommand,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -41,6 +41,34 @@ def thumbnail(image: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+class LabelledRow(NamedTuple):
+    """One contact-sheet row: its label (may hold a line break), thumbnails by frame, and whether it is a recorded-path row."""
+
+    label: str
+    thumbnails: Dict[int, np.ndarray]
+    """``{frame_index: uint8 [h, w, 3]}``."""
+    recorded: bool = False
+    """Label the row in red (the recorded path)."""
+
+
+def offset_rows(
+    thumbnails: Dict[float, Dict[int, np.ndarray]],
+    fixed: Optional[Dict[float, Dict[int, np.ndarray]]] = None,
+) -> List[LabelledRow]:
+    """Rows of offsets from most left to most right; with ``fixed``, each offset's fixed row follows it.
+
+    Args:
+        thumbnails: ``{offset_m: {frame_index: uint8 [h, w, 3]}}``.
+        fixed: The same for the fixed frames (every offset of ``thumbnails`` must be present).
+    """
+    rows = []
+    for offset in sorted(thumbnails, reverse=True):
+        rows.append(LabelledRow(offset_label(offset), thumbnails[offset], offset == 0))
+        if fixed is not None:
+            rows.append(LabelledRow(f"{offset_label(offset)}\nfixed", fixed[offset], offset == 0))
+    return rows
+
+
 def make_contact_sheet(
     thumbnails: Dict[float, Dict[int, np.ndarray]],
     frame_labels: Sequence[int],
@@ -54,26 +82,36 @@ def make_contact_sheet(
         thumbnails: ``{offset_m: {frame_index: uint8 [h, w, 3]}}``, all thumbnails the same size.
         frame_labels: Frame indices of the columns, in order.
     """
-    offsets = sorted(thumbnails, reverse=True)
-    if not offsets or not frame_labels:
-        raise ValueError("a contact sheet needs at least one offset and one frame")
-    th, tw = next(iter(thumbnails[offsets[0]].values())).shape[:2]
+    return make_row_sheet(offset_rows(thumbnails), frame_labels)
+
+
+def make_row_sheet(rows: Sequence[LabelledRow], frame_labels: Sequence[int]) -> Image.Image:
+    """Assemble a grid of labelled rows (top to bottom, in order) by frames (columns).
+
+    Args:
+        rows: The rows; every row has a thumbnail of each frame, all the same size.
+        frame_labels: Frame indices of the columns, in order.
+    """
+    if not rows or not frame_labels:
+        raise ValueError("a contact sheet needs at least one row and one frame")
+    th, tw = next(iter(rows[0].thumbnails.values())).shape[:2]
     font = _font(max(12, tw // 18))
     margin_left = max(140, tw // 2)
     header = max(28, th // 6)
     pad = 4
     width = margin_left + len(frame_labels) * (tw + pad) + pad
-    height = header + len(offsets) * (th + pad) + pad
+    height = header + len(rows) * (th + pad) + pad
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for c, frame in enumerate(frame_labels):
         x = margin_left + pad + c * (tw + pad)
         draw.text((x + 4, header // 4), f"frame {frame}", fill=TEXT, font=font)
-    for r, offset in enumerate(offsets):
+    for r, row in enumerate(rows):
         y = header + pad + r * (th + pad)
-        colour = RECORDED_TEXT if offset == 0 else TEXT
-        draw.text((8, y + th // 2 - header // 3), offset_label(offset), fill=colour, font=font)
+        colour = RECORDED_TEXT if row.recorded else TEXT
+        lines = row.label.count("\n") + 1
+        draw.multiline_text((8, y + th // 2 - lines * header // 3), row.label, fill=colour, font=font)
         for c, frame in enumerate(frame_labels):
             x = margin_left + pad + c * (tw + pad)
-            sheet.paste(Image.fromarray(thumbnails[offset][frame]), (x, y))
+            sheet.paste(Image.fromarray(row.thumbnails[frame]), (x, y))
     return sheet

@@ -64,9 +64,7 @@ from difix_refiner.cameras.run_data import InputError, load_run_config, recorded
 from difix_refiner.evaluation import image_metrics as im
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.evaluation.report import SheetRow, check_free, make_grid, write_report
-
-DEFAULT_FIXER = Path("examples/fixer-small")
-"""Fixer used when --fixer-base is not given, if this folder exists."""
+from difix_refiner.fixer.render_fixing import DEFAULT_FIXER, fix_render, load_fixer, read_photo
 
 
 def offset_key(offset_m: float) -> str:
@@ -156,66 +154,6 @@ class EvalSettings:
         if self.sheet_offset is not None:
             return float(self.sheet_offset)
         return max(offsets, key=lambda o: (abs(o), o))
-
-
-# --------------------------------------------------------------------------------------------
-# Fixer
-
-
-def load_fixer(base: Optional[str], adapter: Optional[Path], device: Optional[str] = None) -> Tuple[Any, Optional[str]]:
-    """Load the fixer for the agreement metric.
-
-    Args:
-        base: ``tiny``, a hub id or a local folder (diffusers layout, or a saved fixer); ``none``
-            for no fixer. None: use ``examples/fixer-small`` if it exists (or the base recorded in
-            ``adapter``).
-        adapter: Trained weights saved by ``Fixer.save_pretrained``.
-        device: Torch device; default: CUDA when available.
-
-    Returns:
-        ``(fixer, None)``, or ``(None, reason)`` when no fixer was asked for and the default is absent.
-        An explicitly requested fixer that fails to load raises ``InputError``.
-    """
-    import torch
-
-    from difix_refiner.fixer import Fixer, FixerWeightsError
-
-    if base is not None and base.lower() == "none":
-        if adapter is not None:
-            raise InputError("--fixer-base none disables the fixer; drop --fixer-adapter")
-        return None, "the fixer was disabled (--fixer-base none)"
-    if base is None and adapter is None:
-        if not DEFAULT_FIXER.is_dir():
-            return None, (
-                f"no fixer: {DEFAULT_FIXER} does not exist; pass --fixer-base (tiny, a hub id or a local folder) "
-                "and optionally --fixer-adapter"
-            )
-        base = str(DEFAULT_FIXER)
-    if adapter is not None and not Path(adapter).exists():
-        raise InputError(f"--fixer-adapter not found: {adapter}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        if base == "tiny" and adapter is None:
-            torch.manual_seed(0)
-            fixer = Fixer.tiny().to(device)
-        else:
-            fixer = Fixer.from_pretrained(base, adapter, device=device)
-    except (FixerWeightsError, OSError, ValueError) as err:
-        raise InputError(f"cannot load the fixer (base {base!r}, adapter {adapter}): {err}") from err
-    fixer.eval()
-    return fixer, None
-
-
-def _run_fixer(fixer: Any, image: np.ndarray, reference: Optional[np.ndarray]) -> np.ndarray:
-    """fixer(image) for one uint8 ``[H, W, 3]`` image (with an optional reference of the same size)."""
-    import torch
-
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, H, W]
-    refs = None
-    if reference is not None and getattr(fixer.config, "supports_references", False):
-        refs = (torch.from_numpy(reference).permute(2, 0, 1)[None, None].float() / 255.0)  # [1, 1, 3, H, W]
-    out = fixer.fix(x, refs)[0].clamp(0, 1)  # [3, H, W]
-    return (out.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,19 +309,6 @@ def pandaset_cameras(run: LoadedRun, name: str, frames: np.ndarray) -> Tuple[Any
         cameras.rescale_output_resolution(run.res_scale)
     paths = [downscaled_copy(p, d) if d > 1 else p for p in cam.image_paths]
     return cameras, paths
-
-
-def read_photo(path: Path, width: int, height: int) -> np.ndarray:
-    """A photo as uint8 ``[H, W, 3]``, area-resized to the camera size if needed."""
-    from PIL import Image
-
-    if not Path(path).is_file():
-        raise InputError(f"image not found: {path}")
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.BOX)
-        return np.array(img)  # a writable copy (torch warns about read-only arrays)
 
 
 @dataclass
@@ -793,7 +718,7 @@ def _evaluate_drive(
                     stats.depth.append(lm.depth_samples(view, render.depth_m, render.accumulation, settings.min_accumulation))
             fixed = None
             if fixer is not None:
-                fixed = _run_fixer(fixer, render.rgb, photo if settings.fixer_reference else None)
+                fixed = fix_render(fixer, render.rgb, photo if settings.fixer_reference else None)
                 stats.agreement.append(im.fixer_agreement(fixed, render.rgb))
             if keep_renders:
                 stats.renders.append(render.rgb)

@@ -1,6 +1,7 @@
 """``render-shifted`` with a stand-in pipeline (the generic nerfstudio API: model.get_outputs_for_camera)."""
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +12,8 @@ import tyro
 from PIL import Image
 
 from difix_refiner.cameras import render_command
-from difix_refiner.cameras.render_command import RenderShiftedCommand
+from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
+from difix_refiner.fixer.render_fixing import fix_render, load_fixer, read_photo
 
 WORLD_Z = np.array([0.0, 0.0, 1.0])
 NUM_FRAMES = 9
@@ -91,9 +93,9 @@ def config_file(tmp_path):
     return config.get_base_dir() / "config.yml"
 
 
-def run_cli(monkeypatch, pipeline, *args):
+def run_cli(monkeypatch, pipeline, *args, command_class=RenderShiftedCommand):
     monkeypatch.setattr(RenderShiftedCommand, "_load_pipeline", lambda self: pipeline)
-    command = tyro.cli(RenderShiftedCommand, args=[str(a) for a in args])
+    command = tyro.cli(command_class, args=[str(a) for a in args])
     command.main()
     return command
 
@@ -192,3 +194,186 @@ def test_postprocess_hook_is_applied(tmp_path, monkeypatch, config_file):
     run_cli(monkeypatch, pipeline, "--load-config", config_file, "--offsets", -1, "--output-dir", tmp_path / "h")
     assert len(seen) == 2 * NUM_FRAMES
     assert np.asarray(Image.open(tmp_path / "h/offset_-1m/frame_00000.png")).max() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# --fix: the fixer on the final renders
+
+
+def with_photos(pipeline, folder):
+    """Give the stand-in run real recorded photos (random, twice the render size so they get resized)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2 * NUM_FRAMES):
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (2 * HEIGHT, 2 * WIDTH, 3), dtype=np.uint8)).save(paths[-1])
+    pipeline.datamanager.train_dataparser_outputs.image_filenames = paths
+    return paths
+
+
+class RecordingFixer:
+    """A fixer wrapper that records every image and reference it was given."""
+
+    def __init__(self, fixer):
+        self.fixer = fixer
+        self.config = fixer.config
+        self.calls = []
+
+    def fix(self, images, refs=None):
+        self.calls.append((images.clone(), None if refs is None else refs.clone()))
+        return self.fixer.fix(images, refs)
+
+
+def record_fixers(monkeypatch):
+    """Wrap every fixer the command loads; returns the list of wrappers."""
+    loaded = []
+    original = RenderShiftedCommand._load_fixer
+
+    def load(self, device):
+        loaded.append(RecordingFixer(original(self, device)))
+        return loaded[-1]
+
+    monkeypatch.setattr(RenderShiftedCommand, "_load_fixer", load)
+    return loaded
+
+
+def png(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_fix_writes_fixed_frames_videos_sheet_and_manifest(tmp_path, monkeypatch, config_file):
+    pipeline, _ = stand_in_pipeline()
+    photos = with_photos(pipeline, tmp_path / "photos")
+    loaded = record_fixers(monkeypatch)
+    out = tmp_path / "fixed"
+    args = ["--load-config", config_file, "--offsets", 1, "--output-dir", out, "--camera", "front_left_camera",
+            "--frame-stride", 2, "--contact-sheet-frames", 3, "--thumbnail-width", 32]
+    run_cli(monkeypatch, pipeline, *args, "--fix", "--fixer-base", "tiny")
+
+    frames = list(range(0, NUM_FRAMES, 2))
+    names = ["offset_+1m", "offset_+0m"]
+    expected = {n + suffix for n in names for suffix in ("", ".mp4", "_fixed", "_fixed.mp4")}
+    assert {p.name for p in out.iterdir()} == expected | {"contact_sheet.png", "contact_sheet_fixed.png", "manifest.json"}
+    for name in names:
+        assert sorted(p.name for p in (out / f"{name}_fixed").iterdir()) == [f"frame_{f:05d}.png" for f in frames]
+        assert not np.array_equal(png(out / f"{name}_fixed/frame_00002.png"), png(out / f"{name}/frame_00002.png"))
+
+    # One fixer, loaded once; every frame of every trajectory went through it, with the photo of the
+    # same camera (front_left: images 9..17) and frame as reference, resized to the render size.
+    assert len(loaded) == 1
+    calls = loaded[0].calls
+    assert len(calls) == len(names) * len(frames)
+    for k, (images, refs) in enumerate(calls):
+        name, frame = names[k // len(frames)], frames[k % len(frames)]
+        unfixed = png(out / name / f"frame_{frame:05d}.png")
+        np.testing.assert_allclose(images[0].permute(1, 2, 0).numpy() * 255.0, unfixed, atol=1e-3)
+        photo = read_photo(photos[NUM_FRAMES + frame], WIDTH, HEIGHT)
+        assert refs.shape == (1, 1, 3, HEIGHT, WIDTH)
+        np.testing.assert_allclose(refs[0, 0].permute(1, 2, 0).numpy() * 255.0, photo, atol=1e-3)
+
+    # The fixed frame is exactly fix_render(fixer, unfixed frame, same-frame photo).
+    fixer, _ = load_fixer("tiny", None, "cpu")
+    unfixed = png(out / "offset_+1m/frame_00004.png")
+    want = fix_render(fixer, unfixed, read_photo(photos[NUM_FRAMES + 4], WIDTH, HEIGHT))
+    np.testing.assert_array_equal(png(out / "offset_+1m_fixed/frame_00004.png"), want)
+    assert not np.array_equal(want, fix_render(fixer, unfixed, None))  # the reference matters
+
+    if render_command.video_backend() is not None:
+        import av
+
+        with av.open(str(out / "offset_+1m_fixed.mp4")) as video:
+            decoded = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+        assert len(decoded) == len(frames)
+        assert decoded[0].shape == (HEIGHT, 2 * WIDTH, 3)  # unfixed | fixed
+        left, right = decoded[2][:, :WIDTH].astype(float), decoded[2][:, WIDTH:].astype(float)
+        assert np.abs(left - unfixed).mean() < np.abs(left - want).mean()
+        assert np.abs(right - want).mean() < np.abs(right - unfixed).mean()
+
+    sheet, fixed_sheet = Image.open(out / "contact_sheet.png"), Image.open(out / "contact_sheet_fixed.png")
+    top = 28 + 4  # header + pad of 18-pixel-high thumbnails
+    assert fixed_sheet.width == sheet.width
+    assert fixed_sheet.height - top == 2 * (sheet.height - top)  # each offset, then its fixed row
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fixer"] == {"base": "tiny", "adapter": None, "reference": True}
+    assert manifest["contact_sheet_fixed"] == "contact_sheet_fixed.png"
+    assert [(o["folder"], o["fixed_folder"]) for o in manifest["offsets"]] == [(n, n + "_fixed") for n in names]
+
+    # Everything is refused without --overwrite, the fixed outputs included.
+    with pytest.raises(SystemExit, match="already holds results"):
+        run_cli(monkeypatch, pipeline, *args, "--fix", "--fixer-base", "tiny")
+    for path in out.iterdir():  # keep only the fixed folders
+        if path.is_file():
+            path.unlink()
+        elif not path.name.endswith("_fixed"):
+            shutil.rmtree(path)
+    assert {p.name for p in out.iterdir()} == {n + "_fixed" for n in names}
+    with pytest.raises(SystemExit, match="offset_.*_fixed"):
+        run_cli(monkeypatch, pipeline, *args, "--fix", "--fixer-base", "tiny")
+    run_cli(monkeypatch, pipeline, *args)  # without --fix the fixed folders are not its outputs
+    run_cli(monkeypatch, pipeline, *args, "--fix", "--fixer-base", "tiny", "--overwrite")
+    np.testing.assert_array_equal(png(out / "offset_+1m_fixed/frame_00004.png"), want)
+
+
+def test_fix_without_reference_and_without_fix(tmp_path, monkeypatch, config_file):
+    pipeline, _ = stand_in_pipeline()  # its photos do not exist: fine without references
+    loaded = record_fixers(monkeypatch)
+    out = tmp_path / "noref"
+    run_cli(monkeypatch, pipeline, "--load-config", config_file, "--offsets", -1, "--output-dir", out,
+            "--frame-stride", 4, "--fix", "--fixer-base", "tiny", "--no-fixer-reference", "--fixer-device", "cpu")
+    assert loaded and all(refs is None for _, refs in loaded[0].calls) and len(loaded[0].calls) == 2 * 3
+    fixer, _ = load_fixer("tiny", None, "cpu")
+    np.testing.assert_array_equal(png(out / "offset_-1m_fixed/frame_00008.png"),
+                                  fix_render(fixer, png(out / "offset_-1m/frame_00008.png"), None))
+    assert json.loads((out / "manifest.json").read_text())["fixer"]["reference"] is False
+
+    plain = tmp_path / "plain"
+    run_cli(monkeypatch, pipeline, "--load-config", config_file, "--offsets", -1, "--output-dir", plain, "--frame-stride", 4)
+    assert len(loaded) == 1  # no fixer is loaded without --fix
+    manifest = json.loads((plain / "manifest.json").read_text())
+    assert manifest["fixer"] is None and manifest["contact_sheet_fixed"] is None
+    assert all(o["fixed_folder"] is None for o in manifest["offsets"])
+    assert not any("fixed" in p.name for p in plain.iterdir())
+
+
+def test_fix_input_errors_are_one_line(tmp_path, monkeypatch, config_file):
+    pipeline, _ = stand_in_pipeline()
+    (tmp_path / "empty").mkdir()
+    base = ["--load-config", config_file, "--offsets", 1, "--fix"]
+    cases = [
+        (["--fixer-base", tmp_path / "empty"], "render-shifted: error: cannot load the fixer"),
+        (["--fixer-base", "tiny", "--fixer-adapter", tmp_path / "nope"], "--fixer-adapter not found"),
+        (["--fixer-base", "none"], "--fix needs a fixer"),
+        (["--fixer-base", "tiny", "--fixer-device", "nodevice"], "--fixer-device"),
+        (["--fixer-base", "tiny"], "recorded photo.*not found.*--no-fixer-reference"),  # the stand-in's photos are missing
+    ]
+    for i, (extra, message) in enumerate(cases):
+        out = tmp_path / f"bad{i}"
+        with pytest.raises(SystemExit, match=message) as info:
+            run_cli(monkeypatch, pipeline, *base, "--output-dir", out, *extra)
+        assert "\n" not in str(info.value.code)
+        assert not out.exists()  # nothing written
+
+
+def test_render_recorded_renders_only_the_recorded_path(tmp_path, monkeypatch, config_file):
+    pipeline, _ = stand_in_pipeline()
+    with_photos(pipeline, tmp_path / "photos")
+    out = tmp_path / "recorded"
+    run_cli(monkeypatch, pipeline, "--load-config", config_file, "--output-dir", out, "--frame-stride", 3,
+            "--fix", "--fixer-base", "tiny", "--thumbnail-width", 32, command_class=RenderRecordedCommand)
+    folders = {"offset_+0m", "offset_+0m_fixed"}
+    assert {p.name for p in out.iterdir()} == folders | {f + ".mp4" for f in folders} | {
+        "contact_sheet.png", "contact_sheet_fixed.png", "manifest.json"}
+    for folder in folders:
+        assert sorted(p.name for p in (out / folder).iterdir()) == ["frame_00000.png", "frame_00003.png", "frame_00006.png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [o["offset_m"] for o in manifest["offsets"]] == [0.0]
+    recorded = pipeline.datamanager.train_dataset.cameras.camera_to_worlds[[0, 3, 6]].numpy()
+    np.testing.assert_allclose(manifest["offsets"][0]["camera_to_worlds"], recorded, atol=1e-6)
+    assert manifest["fixer"]["reference"] is True
+    with pytest.raises(SystemExit):  # no --offsets option
+        run_cli(monkeypatch, pipeline, "--load-config", config_file, "--output-dir", tmp_path / "o", "--offsets", 1,
+                command_class=RenderRecordedCommand)
+    with pytest.raises(SystemExit, match="render-recorded: error: the output folder already holds results"):
+        run_cli(monkeypatch, pipeline, "--load-config", config_file, "--output-dir", out, command_class=RenderRecordedCommand)
