@@ -389,9 +389,11 @@ class DifixRefinerPipeline(VanillaPipeline):
         if st.store is None:
             st.store = PseudoViewStore(self.pseudo_view_dir)
         start = time.perf_counter()
+        seconds = {"load_fixer": 0.0, "render": 0.0, "fix": 0.0}  # where the round's time goes (rounds.jsonl)
         # Building the fixer initialises modules from the global RNG: keep that out of training's stream too.
         with preserved_rng(torch.device(self.device)):
             fixer = self.load_fixer()
+        seconds["load_fixer"] = time.perf_counter() - start
         mpsu = st.metres_per_scene_unit
 
         current = np.stack([c.current for c in st.cameras])  # [T, 3, 4]
@@ -418,6 +420,7 @@ class DifixRefinerPipeline(VanillaPipeline):
             """Fix the pending renders (same size) in one call and write them."""
             if not pending:
                 return
+            fix_start = time.perf_counter()
             images = torch.stack([p[1] for p in pending])  # [B, 3, H, W]
             refs = torch.stack([p[3] for p in pending]) if num_refs > 0 else None  # [B, R, 3, H, W]
             fixed = fixer.fix(images, refs)  # [B, 3, H, W] in [0, 1]
@@ -429,11 +432,14 @@ class DifixRefinerPipeline(VanillaPipeline):
                 fresh[record.file] = (image_u8, alpha_u8)
                 new_records.append(record)
             pending.clear()
+            seconds["fix"] += time.perf_counter() - fix_start
 
         with preserved_rng(torch.device(self.device)):
             for cams, intr in views.values():
                 lead = cams[0]
+                render_start = time.perf_counter()
                 outputs = self.render_pseudo_view(self.make_camera(lead.current, intr))
+                seconds["render"] += time.perf_counter() - render_start
                 render = outputs["rgb"].permute(2, 0, 1).float()  # [3, H, W]
                 height, width = render.shape[-2:]
                 ref_idx = nearest_poses(st.train_poses, lead.current, num_refs, mpsu, cfg.reference_metres_per_degree)
@@ -473,10 +479,12 @@ class DifixRefinerPipeline(VanillaPipeline):
         self._save_index()
         active = self._publish(fresh)
         self._show_in_viewer(new_records)
+        total = time.perf_counter() - start
+        st.store.log_round(step=step, views=len(new_records), total_s=total, **{f"{k}_s": v for k, v in seconds.items()})
         CONSOLE.log(
             f"difix-refiner: refine round at step {step}: {len(new_records)} pseudo views fixed "
             f"({len(active)} in training, {sum(c.reached for c in st.cameras)}/{len(st.cameras)} cameras at "
-            f"their targets) in {time.perf_counter() - start:.1f} s -> {st.store.root / folder}"
+            f"their targets) in {total:.1f} s -> {st.store.root / folder}"
         )
         return new_records
 

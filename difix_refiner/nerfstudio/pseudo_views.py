@@ -37,6 +37,8 @@ from difix_refiner.cameras.run_data import RecordedImages
 from difix_refiner.cameras.trajectory import shift_poses
 
 INDEX_NAME = "index.json"
+ROUNDS_LOG = "rounds.jsonl"
+"""One JSON line per refine round: step, views fixed, seconds spent loading the fixer, rendering, fixing, in all."""
 """Index file of a pseudo-view folder."""
 INDEX_VERSION = 1
 """Format version written into the index."""
@@ -304,6 +306,12 @@ class PseudoViewStore:
         """Write ``index.json`` (atomically) with ``info`` as extra top-level fields."""
         data = {"version": INDEX_VERSION, **info, "views": [dataclasses.asdict(r) for r in self.records]}
         write_json(self.root / INDEX_NAME, data)
+
+    def log_round(self, **entry: float) -> None:
+        """Append one refine round's line to ``rounds.jsonl`` (kept across resumes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ROUNDS_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps(entry) + "\n")
 
     def add(
         self, record: PseudoViewRecord, image: np.ndarray, alpha: np.ndarray, render: Optional[np.ndarray] = None

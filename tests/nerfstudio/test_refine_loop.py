@@ -6,6 +6,7 @@ their size, 2000 LiDAR seeds, the random ``tiny`` fixer): 4 iterations with refi
 and 3, so the single novel camera (frame 41, target +1 m) goes to +0.5 m and then reaches +1 m.
 """
 
+import json
 import socket
 from pathlib import Path
 
@@ -92,6 +93,14 @@ def test_rounds_make_and_cache_pseudo_views(run):
         alpha = np.asarray(Image.open(store.root / record.alpha_file)).astype(np.float32) / 255.0
         np.testing.assert_array_equal(sample.mask[..., 0].numpy(), alpha >= 0.5)
         assert sample.camera.metadata is None  # no cam_idx: no camera-optimiser or bilateral-grid correction
+
+    # Each round logged where its time went (benchmarks/distill.py reads this).
+    rounds = [json.loads(line) for line in (store.root / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["views"]) for r in rounds] == [(2, 1), (3, 1)]
+    for r in rounds:
+        assert r["render_s"] > 0 and r["fix_s"] > 0
+        assert r["render_s"] + r["fix_s"] + r["load_fixer_s"] <= r["total_s"]
+    assert rounds[0]["load_fixer_s"] > 0 and rounds[1]["load_fixer_s"] < rounds[0]["load_fixer_s"]  # loaded once
 
     # The fixer sits outside the module tree (so outside checkpoints).
     assert pipeline.refine_state.fixer is not None
