@@ -1,53 +1,82 @@
 """``difix-refiner demo``: the README's first command, on the bundled scene.
 
-It trains the ``difix-refiner`` method twice with the same budget, once initialised from LiDAR and
-once randomly, evaluates both on held-out frames with ``ns-eval``, prints a table and writes a
-report folder (``metrics.json``, a bar chart, and a held-out frame from each run next to the photo).
+It trains ``difix-refiner`` twice with the same budget on the front camera: once as the plain splatfacto
+baseline (``--pipeline.refine.enabled False``) and once with the refine loop and a fixer (on the CPU the
+shipped ``examples/fixer-small``). Both runs are then evaluated the same way (``difix_refiner.evaluation``):
+held-out front frames, the side cameras the runs never saw (cross-camera), and the drive shifted sideways by
++-1 m and +-2 m, measured against LiDAR. It prints a table and writes a report folder.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Literal
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
-import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from difix_refiner.nerfstudio.runs import ChildRun, ns_eval, ns_train, run_config_path, thread_env
+from difix_refiner.cameras import atomic
+from difix_refiner.nerfstudio.runs import ChildRun, ns_train_command, run_config_path, start_measured, thread_env
 
 CONSOLE = Console()
-METHOD = "difix-refiner"
+REPO = Path(__file__).resolve().parents[1]
+RUNS = ("baseline", "refiner")
+DEFAULT_GPU_FIXER = "stabilityai/sd-turbo"
+"""The difix-refiner preset's fixer base (its adapter comes from --fixer-adapter)."""
+CURVE_TAG = "Eval Images Metrics Dict (all images)"
+"""The tensorboard group nerfstudio logs its whole-eval-split metrics under."""
 
 
 @dataclass
 class DemoCommand:
-    """Train on the bundled PandaSet scene (LiDAR vs random initialisation, same budget) and report held-out PSNR/SSIM."""
+    """Baseline splatfacto vs the Difix-style refiner on the bundled PandaSet scene, same training budget.
 
-    data: Path = Path("examples/pandaset_002")
+    Both runs train on the front camera; the front-left and front-right cameras are held out. Reported for
+    each run: PSNR/SSIM on held-out front frames and on the side cameras (cross-camera), LiDAR-anchored
+    colour PSNR and depth AbsRel/RMSE (metres) of the drive shifted by each offset, training wall time and
+    peak memory. The report folder (--output-dir/report) holds metrics.json, a contact sheet (photo |
+    recorded render | shifted render | shifted + fixer, for both runs), a plot of the eval-split metrics over
+    training, a bar chart of the final metrics and the full evaluation (report/eval/metrics.json).
+    """
+
+    data: Path = REPO / "examples" / "pandaset_002"
     """PandaSet folder to train on (the bundled downscaled scene by default)."""
     output_dir: Path = Path("outputs/demo")
-    """Folder for the two runs and the report (report/metrics.json, report/*.png)."""
-    iterations: int = 300
-    """Training iterations per run."""
+    """Folder for the two runs (baseline/, refiner/) and the report (report/)."""
     device: Literal["cpu", "cuda"] = "cpu"
-    """Device for training (cuda uses gsplat's kernels)."""
+    """Training device. cpu uses the difix-refiner-cpu preset (half-size images, short schedule); cuda uses
+    the difix-refiner preset (full size, splatfacto's 30k-step schedule, gsplat's kernels): the GPU recipe."""
+    iterations: Optional[int] = None
+    """Training iterations per run; default: the preset's (cpu 1000, cuda 30000)."""
+    fixer_base: Optional[str] = None
+    """Fixer of the refiner (and of the contact sheet's '+ fixer' rows): a saved fixer folder, a diffusers
+    folder or hub id. Default: examples/fixer-small on cpu, the preset's (stabilityai/sd-turbo) on cuda."""
+    fixer_adapter: Optional[Path] = None
+    """Trained fixer weights (a train-fixer output folder) applied to --fixer-base; the GPU recipe passes
+    a fixer trained with train-fixer on SD-Turbo here."""
+    offsets: Tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
+    """Lateral offsets (metres, positive = vehicle's left) the refiner steps toward and the evaluation shifts by."""
+    eval_frame_stride: int = 4
+    """The shifted-drive evaluation uses every n-th training frame of the front camera."""
+    curve_points: int = 4
+    """Evaluations of the whole eval split during training, for the plot of metrics over training (0: none)."""
+    parallel: bool = True
+    """Train the two runs at the same time, each on --threads threads (on a 2-core CPU: one core each).
+    Both runs share the machine the same way, so their times stay comparable."""
     threads: int = 1
     """CPU threads per training process. torch's thread pool spins when its cores are busy with other
-    work, which made 2 threads 10x slower than 1 on a loaded 2-core machine; raise it on an idle one."""
+    work, which made 2 threads 10x slower than 1 on a loaded 2-core machine."""
     seed: int = 42
     """Random seed of both runs."""
     overwrite: bool = False
     """Replace an existing output folder (otherwise the demo refuses to touch it)."""
 
     def main(self) -> None:
-        if not self.data.is_dir():
-            raise SystemExit(f"data folder not found: {self.data} (run from the repository root, or pass --data)")
+        """Train, evaluate, print the table and write the report."""
+        self._check_inputs()
         if self.output_dir.exists() and any(self.output_dir.iterdir()):
             if not self.overwrite:
                 raise SystemExit(f"{self.output_dir} already holds results; pass --overwrite to replace them")
@@ -55,87 +84,269 @@ class DemoCommand:
         report = self.output_dir / "report"
         report.mkdir(parents=True)
 
-        results: Dict[str, dict] = {}
-        for name, lidar in (("lidar_init", True), ("random_init", False)):
-            CONSOLE.rule(f"{name}: ns-train {METHOD}, {self.iterations} iterations on {self.device}")
-            run = self._train(name, lidar)
-            config = run_config_path(self.output_dir, name, METHOD)
-            CONSOLE.log(f"{name}: trained in {run.wall_s:.0f} s; evaluating held-out frames with ns-eval")
-            metrics = ns_eval(
-                config, self.output_dir / name / "eval.json", self.output_dir / name / "renders", thread_env(self.threads)
-            )
-            results[name] = {
-                "heldout": {"psnr": metrics["psnr"], "ssim": metrics["ssim"]},
-                "wall_s": run.wall_s,
-                "peak_rss_gb": run.peak_rss_gb,
-                "config": str(config),
-            }
-        _write_json(report / "metrics.json", results)
-        _plot_metrics(results, report / "heldout_metrics.png")
-        self._comparison_image(report / "heldout_frame.png")
-        self._print_table(results)
-        CONSOLE.print(f"Report written to {report}")
+        fixer = self._load_fixer()  # before training: a fixer that cannot load fails the demo at once
+        runs = self._train_both()
+        evaluations = self._evaluate(fixer, report / "eval")
+        summary = {name: summarise(evaluations[name].metrics, runs[name]) for name in RUNS}
+        atomic.write_json(report / "metrics.json", summary)
+        curves = {name: read_eval_curves(run_config_path(self.output_dir, name, self.method).parent) for name in RUNS}
+        atomic.write_json(report / "training_curves.json", curves)
+        plot_training_curves(curves, report / "metrics_over_training.png")
+        plot_final_metrics(summary, report / "final_metrics.png")
+        print_table(summary)
+        CONSOLE.print(f"Report written to {report} (metrics.json, contact_sheet.png, metrics_over_training.png)")
 
-    def _train(self, name: str, lidar: bool) -> ChildRun:
-        args = [
-            "--machine.device-type", self.device, "--machine.seed", str(self.seed),
-            "--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations),
-            # This comparison is about initialisation alone: plain splatfacto training, no refine rounds.
-            "--pipeline.refine.enabled", "False",
-        ]  # fmt: skip
-        data_args = ["--data", str(self.data.resolve()), "--load-lidar", str(lidar)]  # absolute: runs load from anywhere
-        return ns_train(METHOD, self.output_dir, name, args, "pandaset-data", data_args, thread_env(self.threads))
+    # ------------------------------------------------------------------------------------------
 
-    def _comparison_image(self, path: Path) -> None:
-        """Held-out frame 0: photo | LiDAR-initialised render | randomly initialised render."""
-        tiles = []
-        for name in ("lidar_init", "random_init"):
-            renders = self.output_dir / name / "renders"
-            pair = np.asarray(Image.open(sorted(renders.glob("*img*.png"))[0]).convert("RGB"))
-            half = pair.shape[1] // 2
-            if not tiles:
-                tiles.append(pair[:, :half])  # the photo
-            tiles.append(pair[:, half:])
-        _save_png(path, np.concatenate(tiles, axis=1))
+    @property
+    def method(self) -> str:
+        return "difix-refiner-cpu" if self.device == "cpu" else "difix-refiner"
 
-    @staticmethod
-    def _print_table(results: Dict[str, dict]) -> None:
-        table = Table(title="Held-out frames (every 8th front-camera frame)")
-        for col in ("run", "PSNR", "SSIM", "train wall s", "peak RSS GB"):
-            table.add_column(col)
-        for name, r in results.items():
-            table.add_row(name, f"{r['heldout']['psnr']:.2f}", f"{r['heldout']['ssim']:.4f}", f"{r['wall_s']:.0f}", f"{r['peak_rss_gb']:.2f}")
-        CONSOLE.print(table)
+    def _fixer_base(self) -> Optional[str]:
+        if self.fixer_base is not None:
+            return self.fixer_base
+        return str(REPO / "examples" / "fixer-small") if self.device == "cpu" else None
+
+    def _check_inputs(self) -> None:
+        if not self.data.is_dir():
+            raise SystemExit(f"data folder not found: {self.data} (pass --data)")
+        if self.iterations is not None and self.iterations < 1:
+            raise SystemExit(f"--iterations must be at least 1, got {self.iterations}")
+        if self.fixer_adapter is not None and not self.fixer_adapter.exists():
+            raise SystemExit(f"--fixer-adapter not found: {self.fixer_adapter}")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu")
+
+    def _train_args(self, refine: bool) -> List[str]:
+        args = ["--machine.device-type", self.device, "--machine.seed", str(self.seed)]
+        if self.iterations is not None:
+            args += ["--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations)]
+            args += _schedule_args(self.iterations)
+        total = self.iterations or _preset_iterations(self.method)
+        # Whole-eval-split metrics a few times during training, for the plot (never at step 0).
+        every = math.ceil(total / self.curve_points) if self.curve_points > 0 else 0
+        args += ["--steps-per-eval-all-images", str(every)]
+        args += ["--pipeline.refine.enabled", str(refine), "--pipeline.refine.targets", "both"]
+        args += ["--pipeline.refine.offsets", *[f"{o:g}" for o in self.offsets]]
+        if refine:
+            base = self._fixer_base()
+            if base is not None:
+                args += ["--pipeline.refine.fixer-base", base]
+            if self.fixer_adapter is not None:
+                args += ["--pipeline.refine.fixer-adapter", str(self.fixer_adapter.resolve())]
+        return args
+
+    def _train_both(self) -> Dict[str, ChildRun]:
+        # Absolute data path: the run configs then load from any working directory.
+        data_args = ["--data", str(self.data.resolve()), "--eval-mode", "interval+cross-camera"]
+        env = thread_env(self.threads)
+        commands = {
+            name: ns_train_command(self.method, self.output_dir, name, self._train_args(name == "refiner"), "pandaset-data", data_args)
+            for name in RUNS
+        }
+        CONSOLE.rule(f"ns-train {self.method} on {self.device}: baseline and refiner ({'in parallel' if self.parallel else 'one after the other'})")
+        for name in RUNS:
+            CONSOLE.log(f"{name}: log in {self.output_dir / name / 'train.log'}")
+        results: Dict[str, ChildRun] = {}
+        if self.parallel:
+            children = {name: start_measured(commands[name], self.output_dir / name / "train.log", env) for name in RUNS}
+            try:
+                for name in RUNS:
+                    results[name] = children[name].wait()
+                    CONSOLE.log(f"{name}: trained in {results[name].wall_s:.0f} s, peak RSS {results[name].peak_rss_gb:.2f} GB")
+            finally:
+                for child in children.values():
+                    child.kill()
+        else:
+            for name in RUNS:
+                results[name] = start_measured(commands[name], self.output_dir / name / "train.log", env).wait()
+                CONSOLE.log(f"{name}: trained in {results[name].wall_s:.0f} s, peak RSS {results[name].peak_rss_gb:.2f} GB")
+        return results
+
+    def _load_fixer(self) -> Any:
+        """The refiner's fixer, for the evaluation's '+ fixer' rows and agreement metrics."""
+        from difix_refiner.cameras.run_data import InputError
+        from difix_refiner.evaluation.eval_command import load_fixer
+
+        try:
+            fixer, _ = load_fixer(self._fixer_base() or DEFAULT_GPU_FIXER, self.fixer_adapter, device=self.device)
+        except InputError as err:
+            raise SystemExit(f"demo: {err}") from None
+        return fixer
+
+    def _evaluate(self, fixer: Any, out: Path) -> Dict[str, Any]:
+        import torch
+
+        from difix_refiner.evaluation.eval_command import EvalSettings, build_contact_sheet, eval_progress, evaluate_run
+        from difix_refiner.evaluation.report import write_report
+
+        torch.set_num_threads(self.threads)
+        CONSOLE.rule("evaluation: held-out front frames, side cameras, shifted drives against LiDAR")
+        base = self._fixer_base() or DEFAULT_GPU_FIXER
+        settings = EvalSettings(offsets=self.offsets, frame_stride=self.eval_frame_stride, seed=self.seed)
+        evaluations: Dict[str, Any] = {}
+        with eval_progress() as progress:
+            for name in RUNS:
+                config = run_config_path(self.output_dir, name, self.method)
+                first = evaluations.get(RUNS[0])
+                evaluations[name] = evaluate_run(
+                    config, settings, label=name, fixer=fixer, fixer_name=base,
+                    sheet_frames=None if first is None else first.sheet_frames, progress=progress,
+                )  # fmt: skip
+        full = {name: e.metrics for name, e in evaluations.items()}
+        write_report(out, full, build_contact_sheet(list(evaluations.values())))
+        shutil.copyfile(out / "contact_sheet.png", out.parent / "contact_sheet.png")
+        return evaluations
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------------------------
+# Schedule, summary, table and plots
 
 
-def _save_png(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+def _preset_iterations(method: str) -> int:
+    from difix_refiner_method_configs.difix_refiner_config import (
+        difix_refiner_cpu_trainer_config,
+        difix_refiner_trainer_config,
+    )
+
+    config = difix_refiner_cpu_trainer_config() if method == "difix-refiner-cpu" else difix_refiner_trainer_config()
+    return config.max_num_iterations
 
 
-def _plot_metrics(results: Dict[str, dict], path: Path) -> None:
+def _schedule_args(iterations: int) -> List[str]:
+    """Learning-rate decay over the chosen number of iterations (the presets decay over their own length)."""
+    return [
+        "--optimizers.means.scheduler.max-steps", str(iterations),
+        "--optimizers.camera-opt.scheduler.max-steps", str(iterations),
+        "--optimizers.bilateral-grid.scheduler.max-steps", str(iterations),
+    ]  # fmt: skip
+
+
+def summarise(metrics: Dict[str, Any], run: ChildRun) -> Dict[str, Any]:
+    """One run's entry of the demo's metrics.json (the shape the README documents)."""
+
+    def photo(entry: Dict[str, Any]) -> Dict[str, Optional[float]]:
+        return {"psnr": entry["psnr"], "ssim": entry["ssim"]}
+
+    return {
+        "heldout": photo(metrics["heldout"]),
+        "cross_camera": photo(metrics["cross_camera"]),
+        "shifted": {
+            key: {k: entry[k] for k in ("lidar_psnr", "depth_absrel", "depth_rmse")}
+            for key, entry in metrics["shifted"].items()
+        },
+        "wall_s": round(run.wall_s, 1),
+        "peak_rss_gb": round(run.peak_rss_gb, 3),
+    }
+
+
+def read_eval_curves(run_dir: Path) -> Dict[str, List[Tuple[int, float]]]:
+    """``{metric: [(step, value), ...]}`` of nerfstudio's whole-eval-split evaluations in a run's tensorboard log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    curves = {}
+    for tag in events.Tags().get("scalars", []):
+        if tag.startswith(CURVE_TAG + "/"):
+            metric = tag.split("/", 1)[1]
+            curves[metric] = [(int(e.step), float(e.value)) for e in events.Scalars(tag)]
+    return curves
+
+
+def _fmt(value: Optional[float], digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(summary: Dict[str, Dict[str, Any]]) -> List[Tuple[str, str, bool]]:
+    """(metric label, metric path, higher is better) for every row of the table, in order."""
+    rows = [
+        ("held-out front PSNR", "heldout.psnr", True),
+        ("held-out front SSIM", "heldout.ssim", True),
+        ("cross-camera PSNR", "cross_camera.psnr", True),
+        ("cross-camera SSIM", "cross_camera.ssim", True),
+    ]
+    for key in sorted(summary[RUNS[0]]["shifted"], key=float):
+        rows += [
+            (f"shifted {key} m LiDAR PSNR", f"shifted.{key}.lidar_psnr", True),
+            (f"shifted {key} m depth AbsRel", f"shifted.{key}.depth_absrel", False),
+            (f"shifted {key} m depth RMSE (m)", f"shifted.{key}.depth_rmse", False),
+        ]
+    rows += [("training wall time (s)", "wall_s", False), ("training peak RSS (GB)", "peak_rss_gb", False)]
+    return rows
+
+
+def lookup(entry: Dict[str, Any], path: str) -> Optional[float]:
+    """``entry`` at a dotted path whose keys may contain dots (``shifted.+1.5.lidar_psnr``)."""
+    head, _, rest = path.partition(".")
+    if head == "shifted":
+        offset, _, metric = rest.rpartition(".")
+        return entry["shifted"][offset][metric]
+    return entry[head] if not rest else entry[head][rest]
+
+
+def print_table(summary: Dict[str, Dict[str, Any]]) -> None:
+    table = Table(title="difix-refiner demo: baseline vs refiner, same training budget")
+    for col in ("metric", *RUNS, "better"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for label, path, higher in table_rows(summary):
+        a, b = (lookup(summary[name], path) for name in RUNS)
+        digits = 4 if "SSIM" in label or "AbsRel" in label else 2
+        winner = "" if a is None or b is None or a == b else (RUNS[1] if (b > a) == higher else RUNS[0])
+        table.add_row(label, _fmt(a, digits), _fmt(b, digits), winner)
+    CONSOLE.print(table)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot_training_curves(curves: Dict[str, Dict[str, List[Tuple[int, float]]]], path: Path) -> None:
+    """PSNR and SSIM of the whole eval split (held-out front frames + side cameras) over training."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results)
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
-    for ax, key in zip(axes, ("psnr", "ssim")):
-        values = [results[n]["heldout"][key] for n in names]
-        ax.bar(names, values, color=["tab:blue", "tab:gray"])
-        ax.set_title(f"held-out {key.upper()}")
-        for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.3f}" if key == "ssim" else f"{v:.2f}", ha="center", va="bottom")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+        for name, colour in zip(RUNS, ("tab:gray", "tab:blue")):
+            points = curves.get(name, {}).get(metric, [])
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o", color=colour, label=name)
+        ax.set_xlabel("training step")
+        ax.set_title(f"eval split {metric.upper()} (held-out + side cameras)")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
+
+
+def plot_final_metrics(summary: Dict[str, Dict[str, Any]], path: Path) -> None:
+    """Bar chart of the final metrics, one panel per metric that is better when higher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(label, p) for label, p, higher in table_rows(summary) if higher and "SSIM" not in label]
+    panels += [(label, p) for label, p, _ in table_rows(summary) if "AbsRel" in label and "+2" in label]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 3.2))
+    for ax, (label, p) in zip(axes, panels):
+        values = [lookup(summary[name], p) or 0.0 for name in RUNS]
+        ax.bar(RUNS, values, color=["tab:gray", "tab:blue"])
+        low = min(values)
+        ax.set_ylim(low * 0.9 if "PSNR" in label else 0.0, max(values) * 1.05 if max(values) > 0 else 1.0)
+        ax.set_title(label.replace(" m ", " m\n"), fontsize=8)
+        for i, v in enumerate(values):
+            ax.text(i, v, f"{v:.2f}" if "PSNR" in label else f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)

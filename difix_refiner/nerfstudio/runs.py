@@ -37,21 +37,57 @@ def _script(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+class RunningChild:
+    """A child process started by :func:`start_measured`; :meth:`wait` returns its :class:`ChildRun`."""
+
+    def __init__(self, command: Sequence[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> None:
+        self.command = list(command)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._start = time.perf_counter()
+        with open(log_path, "w") as log:
+            log.write("$ " + shlex.join(self.command) + "\n")
+            log.flush()
+            self._proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def wait(self) -> ChildRun:
+        """Wait for the child; raise ``RuntimeError`` with the end of its log when it failed."""
+        _, status, usage = os.wait4(self._proc.pid, 0)  # per-child rusage, unlike RUSAGE_CHILDREN
+        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - self._start
+        if self._proc.returncode != 0:
+            tail = "".join(self.log_path.read_text().splitlines(keepends=True)[-30:])
+            raise RuntimeError(
+                f"command failed ({self._proc.returncode}): {shlex.join(self.command)}\nlast lines of {self.log_path}:\n{tail}"
+            )
+        return ChildRun(self.command, wall, usage.ru_maxrss / 2**20)
+
+    def kill(self) -> None:
+        """Stop the child if it still runs (e.g. after the other of two parallel runs failed)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def start_measured(command: Sequence[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> RunningChild:
+    """Start a command (with extra environment variables) logging to a file; ``.wait()`` gives wall time and peak RSS."""
+    return RunningChild(command, log_path, env)
+
+
 def run_measured(command: Sequence[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> ChildRun:
     """Run a command (with extra environment variables), log its output to a file, return wall time and peak RSS."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        log.write("$ " + shlex.join(command) + "\n")
-        log.flush()
-        proc = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)  # per-child rusage, unlike RUSAGE_CHILDREN
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"command failed ({proc.returncode}): {shlex.join(command)}\nlast lines of {log_path}:\n{tail}")
-    return ChildRun(list(command), wall, usage.ru_maxrss / 2**20)
+    return start_measured(command, log_path, env).wait()
+
+
+def ns_train_command(
+    method: str, output_dir: Path, name: str, args: Sequence[str], dataparser: str, dataparser_args: Sequence[str]
+) -> List[str]:
+    """``ns-train METHOD --output-dir D --experiment-name E --timestamp run ARGS DATAPARSER DATAPARSER_ARGS``."""
+    return [
+        _script("ns-train"), method,
+        "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "run",
+        "--vis", "tensorboard", *args, dataparser, *dataparser_args,
+    ]  # fmt: skip
 
 
 def ns_train(
@@ -63,12 +99,8 @@ def ns_train(
     dataparser_args: Sequence[str],
     env: Optional[Dict[str, str]] = None,
 ) -> ChildRun:
-    """``ns-train METHOD --output-dir D --experiment-name E --timestamp '' ARGS DATAPARSER DATAPARSER_ARGS``."""
-    command = [
-        _script("ns-train"), method,
-        "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "run",
-        "--vis", "tensorboard", *args, dataparser, *dataparser_args,
-    ]  # fmt: skip
+    """Run :func:`ns_train_command` to the end; its log goes to ``output_dir/name/train.log``."""
+    command = ns_train_command(method, output_dir, name, args, dataparser, dataparser_args)
     return run_measured(command, output_dir / name / "train.log", env)
 
 

@@ -1,0 +1,84 @@
+"""``difix-refiner demo``: the report's shape, the table, and a shrunken end-to-end run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from difix_refiner.demo import DemoCommand, lookup, read_eval_curves, summarise, table_rows
+from difix_refiner.nerfstudio.runs import ChildRun
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "pandaset_002"
+
+
+def eval_metrics(psnr: float) -> dict:
+    """An evaluate_run-shaped metrics dict (only the keys the demo reads, plus extras it must drop)."""
+    shifted = {
+        key: {"lidar_psnr": psnr - i, "depth_absrel": 0.1 * i, "depth_rmse": 1.5 * i, "sharpness": 3.0}
+        for i, key in enumerate(("-2", "-1", "+1", "+2"), start=1)
+    }
+    return {
+        "heldout": {"psnr": psnr, "ssim": 0.7, "lpips": None, "num_views": 10},
+        "cross_camera": {"psnr": psnr - 10, "ssim": 0.4, "lpips": None, "num_views": 160},
+        "shifted": shifted,
+        "recorded": {},
+    }
+
+
+def test_summary_has_the_documented_shape():
+    entry = summarise(eval_metrics(25.0), ChildRun(["ns-train"], 123.456, 1.23456))
+    assert set(entry) == {"heldout", "cross_camera", "shifted", "wall_s", "peak_rss_gb"}
+    assert entry["heldout"] == {"psnr": 25.0, "ssim": 0.7}
+    assert entry["cross_camera"] == {"psnr": 15.0, "ssim": 0.4}
+    assert list(entry["shifted"]) == ["-2", "-1", "+1", "+2"]
+    assert entry["shifted"]["+2"] == {"lidar_psnr": 21.0, "depth_absrel": pytest.approx(0.4), "depth_rmse": 6.0}
+    assert entry["wall_s"] == 123.5 and entry["peak_rss_gb"] == 1.235
+
+
+def test_table_rows_cover_every_metric_and_lookup_reads_them():
+    summary = {
+        "baseline": summarise(eval_metrics(25.0), ChildRun([], 10.0, 1.0)),
+        "refiner": summarise(eval_metrics(26.0), ChildRun([], 12.0, 1.1)),
+    }
+    rows = table_rows(summary)
+    paths = [p for _, p, _ in rows]
+    assert paths[:4] == ["heldout.psnr", "heldout.ssim", "cross_camera.psnr", "cross_camera.ssim"]
+    # Offsets in numeric order, three metrics each, then time and memory.
+    assert [p.split(".")[1] for p in paths[4:-2:3]] == ["-2", "-1", "+1", "+2"]
+    assert paths[-2:] == ["wall_s", "peak_rss_gb"]
+    assert lookup(summary["refiner"], "shifted.+2.lidar_psnr") == 22.0
+    assert lookup(summary["baseline"], "cross_camera.ssim") == 0.4
+    assert lookup(summary["refiner"], "wall_s") == 12.0
+    higher = {p: h for _, p, h in rows}
+    assert higher["shifted.-1.lidar_psnr"] and not higher["shifted.-1.depth_rmse"] and not higher["wall_s"]
+
+
+@pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
+def test_demo_end_to_end_shrunk(tmp_path, capsys):
+    """The real command on the bundled scene, shrunk to a few iterations and a random tiny fixer."""
+    out = tmp_path / "demo"
+    demo = DemoCommand(output_dir=out, iterations=4, curve_points=2, eval_frame_stride=40, fixer_base="tiny")
+    demo.main()
+
+    report = out / "report"
+    summary = json.loads((report / "metrics.json").read_text())
+    assert set(summary) == {"baseline", "refiner"}
+    for entry in summary.values():
+        assert set(entry["shifted"]) == {"-2", "-1", "+1", "+2"}
+        assert entry["heldout"]["psnr"] > 5 and 0 < entry["cross_camera"]["ssim"] < 1
+        assert entry["shifted"]["+2"]["lidar_psnr"] > 5 and entry["shifted"]["-2"]["depth_rmse"] > 0
+        assert entry["wall_s"] > 0 and entry["peak_rss_gb"] > 0.1
+    full = json.loads((report / "eval" / "metrics.json").read_text())
+    assert full["refiner"]["cross_camera"]["psnr"] == summary["refiner"]["cross_camera"]["psnr"]
+    for name in ("contact_sheet.png", "metrics_over_training.png", "final_metrics.png", "training_curves.json"):
+        assert (report / name).is_file(), name
+    # nerfstudio evaluated the whole eval split at step 2 (4 iterations, 2 curve points).
+    curves = read_eval_curves(out / "refiner" / "difix-refiner-cpu" / "run")
+    assert [step for step, _ in curves["psnr"]] == [2]
+    printed = capsys.readouterr().out
+    assert "cross-camera PSNR" in printed and "shifted +2 m LiDAR PSNR" in printed
+
+    # A second run refuses to overwrite the results.
+    with pytest.raises(SystemExit, match="--overwrite"):
+        DemoCommand(output_dir=out, iterations=4, fixer_base="tiny").main()
