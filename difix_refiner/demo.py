@@ -38,7 +38,8 @@ class DemoCommand:
     each run: PSNR/SSIM on held-out front frames and on the side cameras (cross-camera), LiDAR-anchored
     colour PSNR and depth AbsRel/RMSE (metres) of the drive shifted by each offset, training wall time and
     peak memory. The report folder (--output-dir/report) holds metrics.json, a contact sheet (photo |
-    recorded render | shifted render | shifted + fixer, for both runs), a plot of the eval-split metrics over
+    recorded render | shifted render | shifted + fixer, for both runs), one of the side cameras (photo |
+    baseline | refiner), a plot of the eval-split metrics over
     training, a bar chart of the final metrics and the full evaluation (report/eval/metrics.json).
     """
 
@@ -94,7 +95,10 @@ class DemoCommand:
         plot_training_curves(curves, report / "metrics_over_training.png")
         plot_final_metrics(summary, report / "final_metrics.png")
         print_table(summary)
-        CONSOLE.print(f"Report written to {report} (metrics.json, contact_sheet.png, metrics_over_training.png)")
+        CONSOLE.print(
+            f"Report written to {report} (metrics.json, contact_sheet.png, contact_sheet_cross_camera.png, "
+            "metrics_over_training.png)"
+        )
 
     # ------------------------------------------------------------------------------------------
 
@@ -180,7 +184,13 @@ class DemoCommand:
     def _evaluate(self, fixer: Any, out: Path) -> Dict[str, Any]:
         import torch
 
-        from difix_refiner.evaluation.eval_command import EvalSettings, build_contact_sheet, eval_progress, evaluate_run
+        from difix_refiner.evaluation.eval_command import (
+            EvalSettings,
+            build_contact_sheet,
+            build_cross_camera_sheet,
+            eval_progress,
+            evaluate_run,
+        )
         from difix_refiner.evaluation.report import write_report
 
         torch.set_num_threads(self.threads)
@@ -199,6 +209,10 @@ class DemoCommand:
         full = {name: e.metrics for name, e in evaluations.items()}
         write_report(out, full, build_contact_sheet(list(evaluations.values())))
         shutil.copyfile(out / "contact_sheet.png", out.parent / "contact_sheet.png")
+        cross = build_cross_camera_sheet(list(evaluations.values()))
+        if cross is not None:
+            with atomic.atomic_path(out.parent / "contact_sheet_cross_camera.png") as tmp:
+                cross.save(tmp, format="PNG")
         return evaluations
 
 

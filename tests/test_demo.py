@@ -71,7 +71,7 @@ def test_demo_end_to_end_shrunk(tmp_path, capsys):
         assert entry["wall_s"] > 0 and entry["peak_rss_gb"] > 0.1
     full = json.loads((report / "eval" / "metrics.json").read_text())
     assert full["refiner"]["cross_camera"]["psnr"] == summary["refiner"]["cross_camera"]["psnr"]
-    for name in ("contact_sheet.png", "metrics_over_training.png", "final_metrics.png", "training_curves.json"):
+    for name in ("contact_sheet.png", "contact_sheet_cross_camera.png", "metrics_over_training.png", "final_metrics.png", "training_curves.json"):
         assert (report / name).is_file(), name
     # nerfstudio evaluated the whole eval split at step 2 (4 iterations, 2 curve points).
     curves = read_eval_curves(out / "refiner" / "difix-refiner-cpu" / "run")

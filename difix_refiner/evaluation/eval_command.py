@@ -371,6 +371,8 @@ class RunEvaluation:
     """Recorded photos of the sheet frames (thumbnails)."""
     rows: List[SheetRow] = field(default_factory=list)
     """This run's contact-sheet rows (recorded render, shifted render, shifted + fixer)."""
+    cross_camera: Dict[str, Dict[str, Dict[int, np.ndarray]]] = field(default_factory=dict)
+    """Thumbnails of the sheet frames seen by each cross-camera view: ``{camera: {"photo" | "render": {frame: thumb}}}``."""
 
 
 @contextlib.contextmanager
@@ -394,9 +396,18 @@ class _NoProgress:
 
 
 def _photo_metrics(
-    run: LoadedRun, views: List[Tuple[str, np.ndarray]], lpips: Any, progress: Any, title: str
+    run: LoadedRun,
+    views: List[Tuple[str, np.ndarray]],
+    lpips: Any,
+    progress: Any,
+    title: str,
+    sheet: Optional[Tuple[Sequence[int], int, Dict[str, Dict[str, Dict[int, np.ndarray]]]]] = None,
 ) -> Tuple[Dict[str, Any], bool]:
-    """PSNR/SSIM/LPIPS over views; returns (summary with per-camera means, whether LPIPS was skipped)."""
+    """PSNR/SSIM/LPIPS over views; returns (summary with per-camera means, whether LPIPS was skipped).
+
+    ``sheet = (frames, width, out)`` also keeps thumbnails of those frames: ``out[camera]["photo" |
+    "render"][frame]``.
+    """
     total = int(sum(len(f) for _, f in views))
     task = progress.add_task(title, total=total)
     overall = im.PhotoMetrics(lpips=lpips)
@@ -410,6 +421,10 @@ def _photo_metrics(
             render = render_camera(run.pipeline, cams[i : i + 1], mpsu)
             photo = read_photo(paths[i], w, h)
             scores = one.add(render.rgb, photo)
+            if sheet is not None and int(frames[i]) in sheet[0]:
+                cells = sheet[2].setdefault(name, {"photo": {}, "render": {}})
+                cells["photo"][int(frames[i])] = thumbnail(photo, sheet[1])
+                cells["render"][int(frames[i])] = thumbnail(render.rgb, sheet[1])
             overall.psnr.append(scores["psnr"])
             overall.ssim.append(scores["ssim"])
             if "lpips" in scores:
@@ -491,10 +506,17 @@ def evaluate_run(
             f"the run trained on every frame of {', '.join(dp.cameras)} (eval_mode {dp.eval_mode!r}), so no "
             f"every-{dp.eval_interval}th frame is held out"
         )
+    if sheet_frames is None:
+        columns = [int(frames[p]) for p in sample_positions(len(frames), settings.sheet_frames)]
+    else:
+        columns = [int(f) for f in sheet_frames]
     views, msgs = cross_camera_views(dp, frames_all, run.trained, run.data, settings.cross_camera_stride)
     notes += msgs
+    cross_cells: Dict[str, Dict[str, Dict[int, np.ndarray]]] = {}
     if views:
-        cross, lp_skip2 = _photo_metrics(run, views, lpips, progress, f"{label}: cross-camera views")
+        cross, lp_skip2 = _photo_metrics(
+            run, views, lpips, progress, f"{label}: cross-camera views", (columns, settings.thumbnail_width, cross_cells)
+        )
         lp_skip |= lp_skip2
     else:
         cross = _empty_photo_metrics()
@@ -513,10 +535,6 @@ def evaluate_run(
             raise InputError(str(err)) from err
     else:
         skipped["fid_kid"] = "FID/KID need --inception-weights PATH (torch-fidelity's InceptionV3 weights); nothing is downloaded"
-    if sheet_frames is None:
-        columns = [int(frames[p]) for p in sample_positions(len(frames), settings.sheet_frames)]
-    else:
-        columns = [int(f) for f in sheet_frames]
     shown = settings.shown_offset(offsets)
 
     drive = _evaluate_drive(run, settings, camera, selection, offsets, fixer, extractor is not None, columns, shown, progress, label)
@@ -576,7 +594,9 @@ def evaluate_run(
     ]
     if drive.thumbs["fixed"]:
         rows.append((f"{label}\nshifted {shown:+g} m + fixer", drive.thumbs["fixed"]))
-    return RunEvaluation(label=label, metrics=metrics, sheet_frames=columns, photo_row=drive.photo_row, rows=rows)
+    return RunEvaluation(
+        label=label, metrics=metrics, sheet_frames=columns, photo_row=drive.photo_row, rows=rows, cross_camera=cross_cells
+    )
 
 
 @dataclass
@@ -746,6 +766,19 @@ def build_contact_sheet(runs: Sequence[RunEvaluation]) -> Any:
     for run in runs:
         rows += run.rows
     return make_grid(rows, frames)
+
+
+def build_cross_camera_sheet(runs: Sequence[RunEvaluation]) -> Optional[Any]:
+    """Contact sheet of the cross-camera views: per held-out camera, its photo, then each run's render
+    (None when no run has cross-camera views)."""
+    if not runs or not any(cells["photo"] for cells in runs[0].cross_camera.values()):
+        return None
+    rows: List[SheetRow] = []
+    for camera, cells in runs[0].cross_camera.items():
+        rows.append((f"{camera}\nphoto (never trained on)", cells["photo"]))
+        for run in runs:
+            rows.append((f"{camera}\n{run.label} render", run.cross_camera.get(camera, {}).get("render", {})))
+    return make_grid(rows, runs[0].sheet_frames)
 
 
 # --------------------------------------------------------------------------------------------

@@ -92,3 +92,23 @@ def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
     assert metrics["refiner"]["heldout"]["psnr"] == metrics["baseline"]["heldout"]["psnr"]
     # Rows: photo + 2 runs x (recorded, shifted); no fixer rows.
     assert Image.open(out / "contact_sheet.png").height > 5 * 45
+
+
+def test_cross_camera_sheet_shows_photo_and_each_runs_render(tiny_run, monkeypatch):
+    import numpy as np
+
+    from difix_refiner.evaluation.eval_command import EvalSettings, build_cross_camera_sheet, evaluate_run
+
+    monkeypatch.chdir(REPO)
+    settings = EvalSettings(offsets=(1.0,), frame_stride=80, heldout_stride=10, cross_camera_stride=80, thumbnail_width=40)
+    # Frame 0 is one of the cross-camera frames (stride 80 from frame 0).
+    runs = [evaluate_run(tiny_run, settings, label=name, sheet_frames=[0]) for name in ("a", "b")]
+    cells = runs[0].cross_camera
+    assert set(cells) == {"front_left_camera", "front_right_camera"}
+    photo, render = cells["front_left_camera"]["photo"][0], cells["front_left_camera"]["render"][0]
+    assert photo.shape == render.shape and photo.shape[1] == 40
+    assert not np.array_equal(photo, render)  # a render of a 3-iteration model, not the photo
+    sheet = build_cross_camera_sheet(runs)
+    assert sheet is not None and sheet.height > 6 * photo.shape[0]  # 2 cameras x (photo, a, b)
+    # Sheet frames that no cross-camera view has: no sheet.
+    assert build_cross_camera_sheet([evaluate_run(tiny_run, settings, label="c", sheet_frames=[5])]) is None
