@@ -10,12 +10,13 @@ Modules:
 - ``stepping``: progressive stepping of poses toward targets (Difix3D style).
 - ``camera_path``: nerfstudio camera-path JSON.
 - ``run_data``: reading a trained run's recorded cameras and scale; input checks.
-- ``shift_command`` / ``render_command``: the ``shift-path`` and ``render-shifted`` commands.
+- ``shift_command`` / ``render_command``: the ``shift-path``, ``render-shifted`` and ``render-recorded``
+  commands (``--fix``: the fixer on the final renders).
 - ``atomic``, ``video``, ``contact_sheet``: output helpers.
 """
 
 from difix_refiner.cameras.camera_path import camera_path_dict, vertical_fov_degrees, write_camera_path
-from difix_refiner.cameras.render_command import RenderShiftedCommand
+from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
 from difix_refiner.cameras.run_data import InputError
 from difix_refiner.cameras.shift_command import ShiftPathCommand
 from difix_refiner.cameras.stepping import progressive_path, step_toward
@@ -33,6 +34,7 @@ from difix_refiner.cameras.trajectory import (
 
 __all__ = [
     "InputError",
+    "RenderRecordedCommand",
     "RenderShiftedCommand",
     "ShiftPathCommand",
     "VehicleAxes",
