@@ -213,7 +213,14 @@ def test_presets():
         config.pipeline.refine.validate()
     assert gpu.pipeline.refine.steps_per_fix == 2000 and gpu.pipeline.refine.fixer_base is None
     assert cpu.machine.device_type == "cpu" and 100 <= cpu.pipeline.refine.steps_per_fix <= 200
-    assert cpu.pipeline.refine.fixer_base == "examples/fixer-small"
+    # From a checkout, the repository's own small fixer, whatever the working directory.
+    fixer = Path(cpu.pipeline.refine.fixer_base)
+    assert fixer.is_absolute() and fixer == Path(__file__).resolve().parents[2] / "examples" / "fixer-small"
+    # The CPU schedule's refine rounds carry the novel cameras all the way to the +-2 m targets.
+    refine = cpu.pipeline.refine
+    rounds = len(range(refine.first_step(), cpu.max_num_iterations, refine.steps_per_fix))
+    assert rounds * refine.shift_step >= max(abs(o) for o in refine.offsets)
+    assert cpu.pipeline.datamanager.cache_images != "cpu"  # nerfstudio pins "cpu" caches, which needs CUDA
     assert "fixer" in difix_refiner_method.description and "CPU" in difix_refiner_cpu_method.description
 
 
