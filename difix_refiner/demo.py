@@ -62,6 +62,8 @@ class DemoCommand:
     """Lateral offsets (metres, positive = vehicle's left) the refiner steps toward and the evaluation shifts by."""
     eval_frame_stride: int = 4
     """The shifted-drive evaluation uses every n-th training frame of the front camera."""
+    cross_camera_stride: int = 1
+    """The cross-camera evaluation uses every n-th frame of each side camera (1: all 80 of each)."""
     curve_points: int = 4
     """Evaluations of the whole eval split during training, for the plot of metrics over training (0: none)."""
     parallel: bool = True
@@ -196,7 +198,12 @@ class DemoCommand:
         torch.set_num_threads(self.threads)
         CONSOLE.rule("evaluation: held-out front frames, side cameras, shifted drives against LiDAR")
         base = self._fixer_base() or DEFAULT_GPU_FIXER
-        settings = EvalSettings(offsets=self.offsets, frame_stride=self.eval_frame_stride, seed=self.seed)
+        settings = EvalSettings(
+            offsets=self.offsets,
+            frame_stride=self.eval_frame_stride,
+            cross_camera_stride=self.cross_camera_stride,
+            seed=self.seed,
+        )
         evaluations: Dict[str, Any] = {}
         with eval_progress() as progress:
             for name in RUNS:
@@ -242,12 +249,15 @@ def _schedule_args(iterations: int) -> List[str]:
 def summarise(metrics: Dict[str, Any], run: ChildRun) -> Dict[str, Any]:
     """One run's entry of the demo's metrics.json (the shape the README documents)."""
 
-    def photo(entry: Dict[str, Any]) -> Dict[str, Optional[float]]:
-        return {"psnr": entry["psnr"], "ssim": entry["ssim"]}
+    def photo(entry: Optional[Dict[str, Any]]) -> Dict[str, Optional[float]]:
+        return {"psnr": None if entry is None else entry["psnr"], "ssim": None if entry is None else entry["ssim"]}
 
     return {
         "heldout": photo(metrics["heldout"]),
         "cross_camera": photo(metrics["cross_camera"]),
+        # The same views after the fixer (the Difix3D+ "+" step): extra keys next to the documented ones.
+        "heldout_fixed": photo(metrics["heldout"].get("fixed")),
+        "cross_camera_fixed": photo(metrics["cross_camera"].get("fixed")),
         "shifted": {
             key: {k: entry[k] for k in ("lidar_psnr", "depth_absrel", "depth_rmse")}
             for key, entry in metrics["shifted"].items()
@@ -282,6 +292,9 @@ def table_rows(summary: Dict[str, Dict[str, Any]]) -> List[Tuple[str, str, bool]
         ("held-out front SSIM", "heldout.ssim", True),
         ("cross-camera PSNR", "cross_camera.psnr", True),
         ("cross-camera SSIM", "cross_camera.ssim", True),
+        ("held-out front PSNR, + fixer", "heldout_fixed.psnr", True),
+        ("cross-camera PSNR, + fixer", "cross_camera_fixed.psnr", True),
+        ("cross-camera SSIM, + fixer", "cross_camera_fixed.ssim", True),
     ]
     for key in sorted(summary[RUNS[0]]["shifted"], key=float):
         rows += [
@@ -351,7 +364,7 @@ def plot_final_metrics(summary: Dict[str, Dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(label, p) for label, p, higher in table_rows(summary) if higher and "SSIM" not in label]
+    panels = [(label, p) for label, p, higher in table_rows(summary) if higher and "SSIM" not in label and "fixer" not in label]
     panels += [(label, p) for label, p, _ in table_rows(summary) if "AbsRel" in label and "+2" in label]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 3.2))
     for ax, (label, p) in zip(axes, panels):

@@ -19,8 +19,11 @@ def eval_metrics(psnr: float) -> dict:
         for i, key in enumerate(("-2", "-1", "+1", "+2"), start=1)
     }
     return {
-        "heldout": {"psnr": psnr, "ssim": 0.7, "lpips": None, "num_views": 10},
-        "cross_camera": {"psnr": psnr - 10, "ssim": 0.4, "lpips": None, "num_views": 160},
+        "heldout": {"psnr": psnr, "ssim": 0.7, "lpips": None, "num_views": 10, "fixed": None},
+        "cross_camera": {
+            "psnr": psnr - 10, "ssim": 0.4, "lpips": None, "num_views": 160,
+            "fixed": {"psnr": psnr - 9, "ssim": 0.45, "lpips": None, "num_views": 160},
+        },
         "shifted": shifted,
         "recorded": {},
     }
@@ -28,9 +31,12 @@ def eval_metrics(psnr: float) -> dict:
 
 def test_summary_has_the_documented_shape():
     entry = summarise(eval_metrics(25.0), ChildRun(["ns-train"], 123.456, 1.23456))
-    assert set(entry) == {"heldout", "cross_camera", "shifted", "wall_s", "peak_rss_gb"}
+    documented = {"heldout", "cross_camera", "shifted", "wall_s", "peak_rss_gb"}
+    assert set(entry) == documented | {"heldout_fixed", "cross_camera_fixed"}
     assert entry["heldout"] == {"psnr": 25.0, "ssim": 0.7}
     assert entry["cross_camera"] == {"psnr": 15.0, "ssim": 0.4}
+    assert entry["cross_camera_fixed"] == {"psnr": 16.0, "ssim": 0.45}
+    assert entry["heldout_fixed"] == {"psnr": None, "ssim": None}  # no fixed metrics: None, not missing
     assert list(entry["shifted"]) == ["-2", "-1", "+1", "+2"]
     assert entry["shifted"]["+2"] == {"lidar_psnr": 21.0, "depth_absrel": pytest.approx(0.4), "depth_rmse": 6.0}
     assert entry["wall_s"] == 123.5 and entry["peak_rss_gb"] == 1.235
@@ -44,8 +50,9 @@ def test_table_rows_cover_every_metric_and_lookup_reads_them():
     rows = table_rows(summary)
     paths = [p for _, p, _ in rows]
     assert paths[:4] == ["heldout.psnr", "heldout.ssim", "cross_camera.psnr", "cross_camera.ssim"]
+    assert paths[4:7] == ["heldout_fixed.psnr", "cross_camera_fixed.psnr", "cross_camera_fixed.ssim"]
     # Offsets in numeric order, three metrics each, then time and memory.
-    assert [p.split(".")[1] for p in paths[4:-2:3]] == ["-2", "-1", "+1", "+2"]
+    assert [p.split(".")[1] for p in paths[7:-2:3]] == ["-2", "-1", "+1", "+2"]
     assert paths[-2:] == ["wall_s", "peak_rss_gb"]
     assert lookup(summary["refiner"], "shifted.+2.lidar_psnr") == 22.0
     assert lookup(summary["baseline"], "cross_camera.ssim") == 0.4
@@ -56,9 +63,14 @@ def test_table_rows_cover_every_metric_and_lookup_reads_them():
 
 @pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
 def test_demo_end_to_end_shrunk(tmp_path, capsys):
-    """The real command on the bundled scene, shrunk to a few iterations and a random tiny fixer."""
+    """The real command on the bundled scene, shrunk to a few iterations and a random tiny fixer.
+
+    The contact sheets show frames 1 and 46 (every 40th training frame); side-camera frames 0, 23, 46, 69
+    include 46, so the cross-camera sheet has a column."""
     out = tmp_path / "demo"
-    demo = DemoCommand(output_dir=out, iterations=4, curve_points=2, eval_frame_stride=40, fixer_base="tiny")
+    demo = DemoCommand(
+        output_dir=out, iterations=4, curve_points=2, eval_frame_stride=40, cross_camera_stride=23, fixer_base="tiny"
+    )
     demo.main()
 
     report = out / "report"
@@ -71,6 +83,9 @@ def test_demo_end_to_end_shrunk(tmp_path, capsys):
         assert entry["wall_s"] > 0 and entry["peak_rss_gb"] > 0.1
     full = json.loads((report / "eval" / "metrics.json").read_text())
     assert full["refiner"]["cross_camera"]["psnr"] == summary["refiner"]["cross_camera"]["psnr"]
+    # The "+" step: the same views after the fixer (a random tiny fixer changes them).
+    fixed = summary["refiner"]["cross_camera_fixed"]
+    assert fixed["psnr"] is not None and fixed["psnr"] != summary["refiner"]["cross_camera"]["psnr"]
     for name in ("contact_sheet.png", "contact_sheet_cross_camera.png", "metrics_over_training.png", "final_metrics.png", "training_curves.json"):
         assert (report / name).is_file(), name
     # nerfstudio evaluated the whole eval split at step 2 (4 iterations, 2 curve points).

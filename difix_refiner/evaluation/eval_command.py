@@ -10,6 +10,8 @@ be computed, with the reason under ``"skipped"``):
 - ``cross_camera``: the same metrics on the run's ``eval_cameras`` (front-left and front-right for a
   front-only training), loaded from the PandaSet folder through the run's dataparser transform. A
   camera the run trained on is skipped with a warning.
+- ``heldout.fixed`` / ``cross_camera.fixed``: the same metrics after the fixer (the Difix3D+ "+" step),
+  given the nearest training photo by pose as its reference (needs a fixer; ``--no-fix-heldout`` skips).
 - ``shifted["+1"]`` etc. (offsets in metres, positive = vehicle's left) and ``recorded`` (offset 0),
   over every ``frame_stride``-th training frame of one camera:
 
@@ -110,6 +112,9 @@ class EvalSettings:
     """torch-fidelity InceptionV3 weights file (weights-inception-2015-12-05-6726825d.pth) for FID/KID; without it they are skipped (nothing is downloaded)."""
     fixer_reference: bool = True
     """Give the fixer the recorded photo of the same frame as its reference view (when the fixer takes references)."""
+    fix_heldout: bool = True
+    """With a fixer, also score the held-out and cross-camera renders after the fixer (the Difix3D+ "+"
+    step; the reference is the nearest training photo by pose), under ``fixed``."""
     sheet_frames: int = 4
     """Number of frames (columns) in the contact sheet."""
     sheet_offset: Optional[float] = None
@@ -402,17 +407,23 @@ def _photo_metrics(
     progress: Any,
     title: str,
     sheet: Optional[Tuple[Sequence[int], int, Dict[str, Dict[str, Dict[int, np.ndarray]]]]] = None,
+    fixer: Any = None,
 ) -> Tuple[Dict[str, Any], bool]:
     """PSNR/SSIM/LPIPS over views; returns (summary with per-camera means, whether LPIPS was skipped).
 
     ``sheet = (frames, width, out)`` also keeps thumbnails of those frames: ``out[camera]["photo" |
-    "render"][frame]``.
+    "render"][frame]``. With a ``fixer``, every render is also scored after the fixer (the Difix3D+ "+"
+    step) under ``"fixed"``, its reference being the nearest training photo by pose.
     """
+    from difix_refiner.training.reference_views import nearest_reference
+
     total = int(sum(len(f) for _, f in views))
     task = progress.add_task(title, total=total)
     overall = im.PhotoMetrics(lpips=lpips)
+    fixed_metrics = im.PhotoMetrics(lpips=lpips) if fixer is not None else None
     per_camera = {}
     mpsu = run.recorded.metres_per_scene_unit
+    train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
         one = im.PhotoMetrics(lpips=lpips)
@@ -429,6 +440,11 @@ def _photo_metrics(
             overall.ssim.append(scores["ssim"])
             if "lpips" in scores:
                 overall.lpips_values.append(scores["lpips"])
+            if fixed_metrics is not None:
+                pose = cams.camera_to_worlds[i].double().numpy()  # [3, 4] scene units
+                ref = nearest_reference(pose, train_poses, metres_per_scene_unit=mpsu)
+                reference = read_photo(run.train_paths[ref], w, h) if ref is not None else None
+                fixed_metrics.add(fix_render(fixer, render.rgb, reference), photo)
             progress.advance(task)
         summary = one.summary()
         summary["frames"] = [int(f) for f in frames]
@@ -437,11 +453,14 @@ def _photo_metrics(
     result = overall.summary()
     result.setdefault("lpips", None)
     result["per_camera"] = per_camera
+    result["fixed"] = None
+    if fixed_metrics is not None:
+        result["fixed"] = {"lpips": None, **fixed_metrics.summary()}
     return result, overall.lpips_skipped or (lpips is not None and not lpips.available)
 
 
 def _empty_photo_metrics() -> Dict[str, Any]:
-    return {"psnr": None, "ssim": None, "lpips": None, "num_views": 0, "per_camera": {}}
+    return {"psnr": None, "ssim": None, "lpips": None, "num_views": 0, "per_camera": {}, "fixed": None}
 
 
 def evaluate_run(
@@ -495,11 +514,12 @@ def evaluate_run(
     lpips = LazyLPIPS()
     if not lpips.available:
         skipped["lpips"] = im.lpips_skip_reason()
+    plus_fixer = fixer if settings.fix_heldout else None
     frames_all = run_frame_range(dp, run.data)
     views, msgs = heldout_views(dp, frames_all, run.trained, settings.heldout_stride)
     notes += msgs
     if views:
-        heldout, lp_skip = _photo_metrics(run, views, lpips, progress, f"{label}: held-out frames")
+        heldout, lp_skip = _photo_metrics(run, views, lpips, progress, f"{label}: held-out frames", fixer=plus_fixer)
     else:
         heldout, lp_skip = _empty_photo_metrics(), False
         skipped["heldout"] = (
@@ -515,8 +535,9 @@ def evaluate_run(
     cross_cells: Dict[str, Dict[str, Dict[int, np.ndarray]]] = {}
     if views:
         cross, lp_skip2 = _photo_metrics(
-            run, views, lpips, progress, f"{label}: cross-camera views", (columns, settings.thumbnail_width, cross_cells)
-        )
+            run, views, lpips, progress, f"{label}: cross-camera views", (columns, settings.thumbnail_width, cross_cells),
+            fixer=plus_fixer,
+        )  # fmt: skip
         lp_skip |= lp_skip2
     else:
         cross = _empty_photo_metrics()
@@ -863,7 +884,14 @@ def _print_summary(runs: Sequence[RunEvaluation], out: Path) -> None:
     console = Console()
     for run in runs:
         m = run.metrics
-        table = Table(title=f"{run.label}: held-out PSNR {_fmt(m['heldout']['psnr'])}, cross-camera PSNR {_fmt(m['cross_camera']['psnr'])}")
+        plus = "".join(
+            f", {kind} + fixer {_fmt(m[key]['fixed']['psnr'])}"
+            for key, kind in (("heldout", "held-out"), ("cross_camera", "cross-camera"))
+            if m[key]["fixed"] is not None
+        )
+        table = Table(
+            title=f"{run.label}: held-out PSNR {_fmt(m['heldout']['psnr'])}, cross-camera PSNR {_fmt(m['cross_camera']['psnr'])}{plus}"
+        )
         for col in ("offset", "LiDAR PSNR", "depth AbsRel", "depth RMSE m", "sharpness", "fixer PSNR"):
             table.add_column(col)
         for key, e in [("0 (recorded)", m["recorded"])] + list(m["shifted"].items()):

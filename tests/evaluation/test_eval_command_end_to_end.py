@@ -45,6 +45,11 @@ def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):
         assert metrics[kind]["num_views"] >= 1
         assert 5.0 < metrics[kind]["psnr"] < 60.0 and 0.0 < metrics[kind]["ssim"] <= 1.0
     assert set(metrics["cross_camera"]["per_camera"]) == {"front_left_camera", "front_right_camera"}
+    # The "+" step: every held-out view scored again after the (random tiny) fixer, which changes it.
+    for kind in ("heldout", "cross_camera"):
+        fixed = metrics[kind]["fixed"]
+        assert fixed["num_views"] == metrics[kind]["num_views"]
+        assert 0.0 < fixed["psnr"] < 60.0 and fixed["psnr"] != metrics[kind]["psnr"]
     assert set(metrics["shifted"]) == {"-2", "-1", "+1", "+2"}
     for key, entry in metrics["shifted"].items():
         assert SHIFTED_KEYS <= set(entry), key
@@ -87,6 +92,7 @@ def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
     for run in metrics.values():
         assert set(run["shifted"]) == {"-1", "+1"}
         assert run["shifted"]["+1"]["fixer_agreement_psnr"] is None and "fixer" in run["skipped"]
+        assert run["heldout"]["fixed"] is None and run["cross_camera"]["fixed"] is None
     # The same run evaluated twice gives the same numbers (everything is deterministic).
     assert metrics["refiner"]["shifted"] == metrics["baseline"]["shifted"]
     assert metrics["refiner"]["heldout"]["psnr"] == metrics["baseline"]["heldout"]["psnr"]
@@ -112,3 +118,38 @@ def test_cross_camera_sheet_shows_photo_and_each_runs_render(tiny_run, monkeypat
     assert sheet is not None and sheet.height > 6 * photo.shape[0]  # 2 cameras x (photo, a, b)
     # Sheet frames that no cross-camera view has: no sheet.
     assert build_cross_camera_sheet([evaluate_run(tiny_run, settings, label="c", sheet_frames=[5])]) is None
+
+
+def test_plus_step_uses_the_nearest_training_photo_as_reference(tiny_run, monkeypatch):
+    """The fixed held-out score is fixer(render, nearest training photo) against the photo."""
+    import numpy as np
+
+    from difix_refiner.evaluation import eval_command as ec
+    from difix_refiner.evaluation import image_metrics as im
+    from difix_refiner.fixer import Fixer
+    from difix_refiner.training.reference_views import nearest_reference
+
+    monkeypatch.chdir(REPO)
+    fixer = Fixer.tiny().eval()
+    seen = []
+    real_fix = ec.fix_render
+
+    def recording_fix(f, image, reference):
+        seen.append(reference)
+        return real_fix(f, image, reference)
+
+    monkeypatch.setattr(ec, "fix_render", recording_fix)
+    run = ec.load_run(tiny_run)
+    views = [("front_left_camera", np.array([40]))]
+    result, _ = ec._photo_metrics(run, views, None, ec._NoProgress(), "test", fixer=fixer)
+
+    cams, paths = ec.pandaset_cameras(run, "front_left_camera", np.array([40]))
+    _, w, h = ec.camera_matrix(cams, 0)
+    ref = nearest_reference(cams.camera_to_worlds[0].double().numpy(), run.recorded.camera_to_worlds,
+                            metres_per_scene_unit=run.recorded.metres_per_scene_unit)  # fmt: skip
+    assert abs(int(run.recorded.frame_indices[ref]) - 40) <= 3  # a front-camera photo of about the same moment
+    np.testing.assert_array_equal(seen[0], ec.read_photo(run.train_paths[ref], w, h))
+    render = ec.render_camera(run.pipeline, cams[0:1], run.recorded.metres_per_scene_unit)
+    photo = ec.read_photo(paths[0], w, h)
+    expected = im.psnr(im.as_float_image(real_fix(fixer, render.rgb, seen[0])), im.as_float_image(photo))
+    assert result["fixed"]["psnr"] == pytest.approx(expected, abs=1e-6)
