@@ -37,11 +37,11 @@ class DemoCommand:
     Both runs train on the front camera; the front-left and front-right cameras are held out. Reported for
     each run: PSNR/SSIM on held-out front frames and on the side cameras (cross-camera), LiDAR-anchored
     colour PSNR and depth AbsRel/RMSE (metres) of the drive shifted by each offset, training wall time and
-    peak memory. The report folder (--output-dir/report) holds metrics.json, a contact sheet (photo |
-    recorded render | shifted render | shifted + fixer, for both runs), one of the side cameras (photo |
-    baseline | refiner), a plot of the eval-split metrics over
-    training, a bar chart of the final metrics and the full evaluation (report/eval/metrics.json).
-    """
+    peak memory; held-out and side-camera scores after the fixer too (the "+" step). The report folder
+    (--output-dir/report) holds metrics.json, a contact sheet (photo | recorded render | shifted render |
+    shifted + fixer, for both runs), one of the side cameras (photo | baseline | refiner), a plot of the
+    eval-split metrics over training, a bar chart of the final metrics and the full evaluation
+    (report/eval/metrics.json)."""
 
     data: Path = REPO / "examples" / "pandaset_002"
     """PandaSet folder to train on (the bundled downscaled scene by default)."""
@@ -215,7 +215,8 @@ class DemoCommand:
                 )  # fmt: skip
         full = {name: e.metrics for name, e in evaluations.items()}
         write_report(out, full, build_contact_sheet(list(evaluations.values())))
-        shutil.copyfile(out / "contact_sheet.png", out.parent / "contact_sheet.png")
+        with atomic.atomic_path(out.parent / "contact_sheet.png") as tmp:
+            shutil.copyfile(out / "contact_sheet.png", tmp)
         cross = build_cross_camera_sheet(list(evaluations.values()))
         if cross is not None:
             with atomic.atomic_path(out.parent / "contact_sheet_cross_camera.png") as tmp:
