@@ -37,9 +37,9 @@ from difix_refiner.cameras.run_data import RecordedImages
 from difix_refiner.cameras.trajectory import shift_poses
 
 INDEX_NAME = "index.json"
+"""Index file of a pseudo-view folder."""
 ROUNDS_LOG = "rounds.jsonl"
 """One JSON line per refine round: step, views fixed, seconds spent loading the fixer, rendering, fixing, in all."""
-"""Index file of a pseudo-view folder."""
 INDEX_VERSION = 1
 """Format version written into the index."""
 POSE_DECIMALS = 6
