@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "pandaset_002"
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.skipif(
@@ -21,34 +20,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def tiny_config(out: Path):
-    """3 steps of ``difix-refiner`` with a refine round (tiny fixer) before step 2."""
-    from difix_refiner_method_configs.difix_refiner_config import difix_refiner_trainer_config
-
-    cfg = difix_refiner_trainer_config()
-    cfg.machine.device_type, cfg.machine.seed = "cpu", 0
-    cfg.vis = "tensorboard"
-    cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, "tiny", "run"
-    cfg.max_num_iterations, cfg.steps_per_save = 3, 10**6
-    cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**6
-    cfg.steps_per_eval_batch = 0
-    cfg.logging.local_writer.enable = False
-    dp = cfg.pipeline.datamanager.dataparser
-    dp.data, dp.downscale_factor, dp.lidar_max_points, dp.frame_start, dp.frame_end = EXAMPLE, 4, 2000, 40, 46
-    refine = cfg.pipeline.refine
-    refine.fixer_base, refine.offsets, refine.frame_stride, refine.steps_per_fix = "tiny", (1.0,), 8, 2
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    from nerfstudio.scripts.train import _set_random_seed
-
     out = tmp_path_factory.mktemp("refine_commands")
-    cfg = tiny_config(out)
-    _set_random_seed(0)
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    # 3 steps with a refine round (tiny fixer) before step 2.
+    cfg = tiny_refine_config(out, "tiny", 3, steps_per_fix=2)
+    trainer = seeded_trainer(cfg)
     trainer.train()
     cfg.save_config()
     run = Path(trainer.base_dir)

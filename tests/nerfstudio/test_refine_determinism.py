@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "pandaset_002"
 STEPS = 10
 
 pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
@@ -21,35 +20,16 @@ pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pan
 
 def tiny_config(out: Path, name: str, **refine):
     """A 10-step ``difix-refiner`` run that densifies at step 8."""
-    from difix_refiner_method_configs.difix_refiner_config import difix_refiner_trainer_config
-
-    cfg = difix_refiner_trainer_config()
-    cfg.machine.device_type, cfg.machine.seed = "cpu", 0
-    cfg.vis = "tensorboard"
-    cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, name, "run"
-    cfg.max_num_iterations, cfg.steps_per_save = STEPS, 10**6
-    cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**6
-    cfg.steps_per_eval_batch = 0
-    cfg.logging.local_writer.enable = False
-    dp = cfg.pipeline.datamanager.dataparser
-    dp.data, dp.downscale_factor, dp.lidar_max_points, dp.frame_start, dp.frame_end = EXAMPLE, 4, 2000, 40, 46
+    cfg = tiny_refine_config(out, name, STEPS, **{"steps_per_fix": 10**6, "first_fix_step": 4, **refine})
     model = cfg.pipeline.model
     model.num_downscales, model.warmup_length, model.refine_every = 0, 1, 2
     model.densify_grad_thresh = 1e-9  # every Gaussian seen grows: densification surely changes things
     model.background_color = "random"  # training renders draw from the RNG: a round must not shift it
-    settings = dict(fixer_base="tiny", offsets=(1.0,), frame_stride=8, steps_per_fix=10**6, first_fix_step=4)
-    settings.update(refine)
-    for key, value in settings.items():
-        setattr(cfg.pipeline.refine, key, value)
     return cfg
 
 
 def train(cfg):
-    from nerfstudio.scripts.train import _set_random_seed
-
-    _set_random_seed(cfg.machine.seed)
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer = seeded_trainer(cfg)
     trainer.train()
     return trainer
 

@@ -14,50 +14,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "pandaset_002"
+from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
 
 pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
 
 
 def tiny_config(out: Path, name: str, steps: int, **refine):
-    """``difix-refiner`` shrunk to seconds: a refine round before every step from step 2 on, one novel camera."""
-    from difix_refiner_method_configs.difix_refiner_config import difix_refiner_trainer_config
-
-    cfg = difix_refiner_trainer_config()
-    cfg.machine.device_type, cfg.machine.seed = "cpu", 0
-    cfg.vis = "tensorboard"
-    cfg.output_dir, cfg.experiment_name, cfg.timestamp = out, name, "run"
-    cfg.max_num_iterations = steps
-    cfg.steps_per_save, cfg.save_only_latest_checkpoint = 2, False
-    cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**6
-    cfg.steps_per_eval_batch = 0
-    cfg.logging.local_writer.enable = False
-    dp = cfg.pipeline.datamanager.dataparser
-    dp.data, dp.downscale_factor, dp.lidar_max_points, dp.frame_start, dp.frame_end = EXAMPLE, 4, 2000, 40, 46
+    """The shared tiny run with a refine round before every step from step 2 on, at the pseudo views' resolution."""
+    cfg = tiny_refine_config(out, name, steps, steps_per_save=2, **{"steps_per_fix": 1, "first_fix_step": 2, **refine})
+    cfg.save_only_latest_checkpoint = False
     cfg.pipeline.model.num_downscales = 0  # train at the pseudo views' resolution
-    settings = dict(fixer_base="tiny", offsets=(1.0,), frame_stride=8, steps_per_fix=1, first_fix_step=2)
-    settings.update(refine)
-    for key, value in settings.items():
-        setattr(cfg.pipeline.refine, key, value)
     return cfg
-
-
-def make_trainer(cfg):
-    """Seeded like ns-train, set up (which also resumes when the config says so)."""
-    from nerfstudio.scripts.train import _set_random_seed
-
-    _set_random_seed(cfg.machine.seed)
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    return trainer
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("refine_loop")
-    trainer = make_trainer(tiny_config(out, "tiny", steps=4))
+    trainer = seeded_trainer(tiny_config(out, "tiny", steps=4))
     assert trainer.pipeline.refine_state.fixer is None  # loaded lazily, at the first round
     trainer.train()
     return trainer
@@ -177,7 +150,7 @@ def test_resume_reloads_pseudo_views(run, tmp_path):
     # --load-checkpoint at step 2: only the round made before it comes back; the camera is at +0.5 m.
     cfg = tiny_config(tmp_path, "from_step2", steps=1)
     cfg.load_checkpoint = models / "step-000000002.ckpt"
-    trainer = make_trainer(cfg)
+    trainer = seeded_trainer(cfg)
     dm = trainer.pipeline.datamanager
     assert [s.name for s in dm.pseudo_views] == ["step_000002/offset_+0.5m_frame_0041.png"]
     cam = trainer.pipeline.novel_cameras[0]
@@ -189,7 +162,7 @@ def test_resume_reloads_pseudo_views(run, tmp_path):
     # --load-dir (latest, step 3): both views back, then one more round refreshes the +1 m view.
     cfg = tiny_config(tmp_path, "from_dir", steps=1)
     cfg.load_dir = models
-    trainer = make_trainer(cfg)
+    trainer = seeded_trainer(cfg)
     dm = trainer.pipeline.datamanager
     assert sorted(s.name for s in dm.pseudo_views) == sorted(r.file for r in source.records)
     resumed = {s.name: s.image for s in dm.pseudo_views}
@@ -243,7 +216,7 @@ def test_held_out_targets_use_poses_not_images(tmp_path):
     # Side cameras held out (the Difix3D+ driving protocol): novel cameras head for their poses.
     cfg = tiny_config(tmp_path, "held_out", steps=1, targets="held-out", first_fix_step=10**6)
     cfg.pipeline.datamanager.dataparser.eval_mode = "cross-camera"
-    trainer = make_trainer(cfg)
+    trainer = seeded_trainer(cfg)
     pipeline, dm = trainer.pipeline, trainer.pipeline.datamanager
     cams = pipeline.novel_cameras
     assert sorted(c.camera_name for c in cams) == ["front_left_camera", "front_right_camera"]
