@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from tiny_clip_tokenizer import save_letters_clip_tokenizer
 
 from difix_refiner.fixer import Fixer, FixerConfig, FixerWeightsError, write_prompt_embeds
 from difix_refiner.fixer.presets import tiny_components
@@ -35,19 +36,12 @@ def _save_tiny_base(folder: Path, *, seed: int = 0, text_encoder: bool = False, 
 
 
 def _save_tiny_clip(folder: Path, dim: int) -> None:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-    tok.save_pretrained(folder / "tokenizer")
+    vocab_size = save_letters_clip_tokenizer(folder, folder / "tokenizer", model_max_length=77)
     torch.manual_seed(0)
     cfg = CLIPTextConfig(
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
         hidden_size=dim,
         intermediate_size=2 * dim,
         num_hidden_layers=1,

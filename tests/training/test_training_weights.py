@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_clip_tokenizer import save_letters_clip_tokenizer
 
 from difix_refiner.training.discriminator import DiscriminatorConfig
 from difix_refiner.training.objectives import (
@@ -137,15 +137,7 @@ def test_clip_loads_from_local_folder(tmp_path: Path):
         build_clip(PerceptualConfig(clip_model=str(tmp_path / "clip")), text=True)
 
     # With a (tiny, letters-only) tokenizer in the folder the prompt path works.
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in "abcdefghijklmnopqrstuvwxyz":
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(tmp_path / "clip")
+    save_letters_clip_tokenizer(tmp_path, tmp_path / "clip")
     clip = build_clip(PerceptualConfig(clip_model=str(tmp_path / "clip")), text=True)
     ids = clip.tokenizer(["remove degradation"], return_tensors="pt").input_ids
     with torch.no_grad():
