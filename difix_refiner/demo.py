@@ -24,8 +24,6 @@ from difix_refiner.nerfstudio.runs import ChildRun, ns_train_command, run_config
 CONSOLE = Console()
 REPO = Path(__file__).resolve().parents[1]
 RUNS = ("baseline", "refiner")
-DEFAULT_GPU_FIXER = "stabilityai/sd-turbo"
-"""The difix-refiner preset's fixer base (its adapter comes from --fixer-adapter)."""
 CURVE_TAG = "Eval Images Metrics Dict (all images)"
 """The tensorboard group nerfstudio logs its whole-eval-split metrics under."""
 
@@ -109,9 +107,16 @@ class DemoCommand:
         return "difix-refiner-cpu" if self.device == "cpu" else "difix-refiner"
 
     def _fixer_base(self) -> Optional[str]:
+        """--fixer-base, else the preset's (cpu: examples/fixer-small; cuda: None, i.e. the adapter's base)."""
         if self.fixer_base is not None:
             return self.fixer_base
-        return str(REPO / "examples" / "fixer-small") if self.device == "cpu" else None
+        return _preset(self.method).pipeline.refine.fixer_base
+
+    def _fixer_base_to_load(self) -> str:
+        """The base the refine loop ends up loading (a None base falls back to the fixer's default)."""
+        from difix_refiner.fixer import DEFAULT_BASE
+
+        return self._fixer_base() or DEFAULT_BASE
 
     def _check_inputs(self) -> None:
         if not self.data.is_dir():
@@ -131,7 +136,7 @@ class DemoCommand:
         if self.iterations is not None:
             args += ["--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations)]
             args += _schedule_args(self.iterations)
-        total = self.iterations or _preset_iterations(self.method)
+        total = self.iterations or _preset(self.method).max_num_iterations
         # Whole-eval-split metrics a few times during training, for the plot (never at step 0).
         every = math.ceil(total / self.curve_points) if self.curve_points > 0 else 0
         args += ["--steps-per-eval-all-images", str(every)]
@@ -178,7 +183,7 @@ class DemoCommand:
         from difix_refiner.evaluation.eval_command import load_fixer
 
         try:
-            fixer, _ = load_fixer(self._fixer_base() or DEFAULT_GPU_FIXER, self.fixer_adapter, device=self.device)
+            fixer, _ = load_fixer(self._fixer_base_to_load(), self.fixer_adapter, device=self.device)
         except InputError as err:
             raise SystemExit(f"demo: {err}") from None
         return fixer
@@ -197,7 +202,7 @@ class DemoCommand:
 
         torch.set_num_threads(self.threads)
         CONSOLE.rule("evaluation: held-out front frames, side cameras, shifted drives against LiDAR")
-        base = self._fixer_base() or DEFAULT_GPU_FIXER
+        base = self._fixer_base_to_load()
         settings = EvalSettings(
             offsets=self.offsets,
             frame_stride=self.eval_frame_stride,
@@ -228,14 +233,14 @@ class DemoCommand:
 # Schedule, summary, table and plots
 
 
-def _preset_iterations(method: str) -> int:
+def _preset(method: str) -> Any:
+    """The ``TrainerConfig`` of a preset (``difix-refiner-cpu`` or ``difix-refiner``), as ns-train starts from it."""
     from difix_refiner_method_configs.difix_refiner_config import (
         difix_refiner_cpu_trainer_config,
         difix_refiner_trainer_config,
     )
 
-    config = difix_refiner_cpu_trainer_config() if method == "difix-refiner-cpu" else difix_refiner_trainer_config()
-    return config.max_num_iterations
+    return difix_refiner_cpu_trainer_config() if method == "difix-refiner-cpu" else difix_refiner_trainer_config()
 
 
 def _schedule_args(iterations: int) -> List[str]:
