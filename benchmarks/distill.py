@@ -25,7 +25,7 @@ from typing import Dict, List
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from difix_refiner.nerfstudio.runs import ChildRun, ns_train, run_config_path, thread_env  # noqa: E402
+from difix_refiner.nerfstudio.runs import ChildRun, ns_train, run_config_path, schedule_args, thread_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def refine_args(args: argparse.Namespace, enabled: bool) -> List[str]:
     return [
         "--machine.device-type", args.device, "--machine.seed", "0",
         "--max-num-iterations", str(n), "--steps-per-save", str(n), "--steps-per-eval-all-images", "0",
-        "--optimizers.means.scheduler.max-steps", str(n),
+        *schedule_args(n),
         "--pipeline.refine.enabled", str(enabled),
         "--pipeline.refine.first-fix-step", str(args.steps_per_fix),
         "--pipeline.refine.steps-per-fix", str(args.steps_per_fix),

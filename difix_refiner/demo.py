@@ -19,7 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from difix_refiner.cameras import atomic
-from difix_refiner.nerfstudio.runs import ChildRun, ns_train_command, run_config_path, start_measured, thread_env
+from difix_refiner.nerfstudio.runs import (
+    ChildRun,
+    ns_train_command,
+    run_config_path,
+    schedule_args,
+    start_measured,
+    thread_env,
+)
 
 CONSOLE = Console()
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +142,7 @@ class DemoCommand:
         args = ["--machine.device-type", self.device, "--machine.seed", str(self.seed)]
         if self.iterations is not None:
             args += ["--max-num-iterations", str(self.iterations), "--steps-per-save", str(self.iterations)]
-            args += _schedule_args(self.iterations)
+            args += schedule_args(self.iterations)
         total = self.iterations or _preset(self.method).max_num_iterations
         # Whole-eval-split metrics a few times during training, for the plot (never at step 0).
         every = math.ceil(total / self.curve_points) if self.curve_points > 0 else 0
@@ -241,15 +248,6 @@ def _preset(method: str) -> Any:
     )
 
     return difix_refiner_cpu_trainer_config() if method == "difix-refiner-cpu" else difix_refiner_trainer_config()
-
-
-def _schedule_args(iterations: int) -> List[str]:
-    """Learning-rate decay over the chosen number of iterations (the presets decay over their own length)."""
-    return [
-        "--optimizers.means.scheduler.max-steps", str(iterations),
-        "--optimizers.camera-opt.scheduler.max-steps", str(iterations),
-        "--optimizers.bilateral-grid.scheduler.max-steps", str(iterations),
-    ]  # fmt: skip
 
 
 def summarise(metrics: Dict[str, Any], run: ChildRun) -> Dict[str, Any]:

@@ -90,6 +90,16 @@ def ns_train_command(
     ]  # fmt: skip
 
 
+def schedule_args(iterations: int) -> List[str]:
+    """ns-train options that decay the learning rates over ``iterations`` steps (the difix-refiner presets
+    decay over their own length, so a run with another ``--max-num-iterations`` needs these)."""
+    return [
+        "--optimizers.means.scheduler.max-steps", str(iterations),
+        "--optimizers.camera-opt.scheduler.max-steps", str(iterations),
+        "--optimizers.bilateral-grid.scheduler.max-steps", str(iterations),
+    ]  # fmt: skip
+
+
 def ns_train(
     method: str,
     output_dir: Path,
