@@ -1,0 +1,1 @@
+"""The ``difix-refiner`` console script: ``cli`` and one thin module per subcommand."""

@@ -1,0 +1,1 @@
+"""Pieces every stage shares: the input-error type, atomic writes, image metrics, contact sheets, video."""

@@ -1,0 +1,1 @@
+"""Training pairs for the fixer: the Difix pair format and the make-pairs strategies."""

@@ -1,1 +1,0 @@
-"""nerfstudio wiring for difix-refiner (installed as the package ``difix_refiner_method_configs``)."""
