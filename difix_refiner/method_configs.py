@@ -6,8 +6,6 @@ Only wiring lives here; the model, dataparser and refine loop are in the ``difix
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
@@ -15,10 +13,11 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
-from difix_refiner.nerfstudio.difix_refiner_datamanager import DifixRefinerDatamanagerConfig
-from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
-from difix_refiner.nerfstudio.difix_refiner_pipeline import DifixRefinerPipelineConfig
-from difix_refiner.nerfstudio.refine_config import RefineConfig
+from difix_refiner.distillation.datamanager import DifixRefinerDatamanagerConfig
+from difix_refiner.distillation.pipeline import DifixRefinerPipelineConfig
+from difix_refiner.distillation.refine_config import RefineConfig
+from difix_refiner.fixer.options import bundled_fixer_path
+from difix_refiner.scene.model import DifixRefinerModelConfig
 
 
 def _gaussian_optimizers(max_steps: int) -> dict:
@@ -75,10 +74,10 @@ def difix_refiner_trainer_config() -> TrainerConfig:
     )
 
 
-_REPO_FIXER = Path(__file__).resolve().parents[1] / "examples" / "fixer-small"
-CPU_FIXER = str(_REPO_FIXER) if _REPO_FIXER.is_dir() else "examples/fixer-small"
-"""The small fixer the CPU preset uses (trained with ``difix-refiner train-fixer``): the repository's copy
-when the package runs from a checkout, else ``examples/fixer-small`` relative to the working directory."""
+_BUNDLED_FIXER = bundled_fixer_path()
+CPU_FIXER = str(_BUNDLED_FIXER) if _BUNDLED_FIXER is not None else "examples/fixer-small"
+"""The small fixer the CPU preset uses (trained with ``difix-refiner train-fixer``): the bundled copy, found
+relative to the installed package (a checkout's examples/fixer-small, or a wheel's share/difix-refiner/)."""
 
 
 def difix_refiner_cpu_trainer_config() -> TrainerConfig:

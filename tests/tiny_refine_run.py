@@ -13,7 +13,7 @@ def tiny_refine_config(out: Path, name: str, steps: int, steps_per_save: int = 1
     """``difix-refiner`` on the CPU for ``steps`` steps: examples/pandaset_002 frames 40-45 at a quarter of
     their size, 2000 LiDAR seeds, no evaluation or local logging, the random ``tiny`` fixer and one novel
     camera per 8 frames toward +1 m. ``refine`` overrides ``pipeline.refine`` options."""
-    from difix_refiner_method_configs.difix_refiner_config import difix_refiner_trainer_config
+    from difix_refiner.method_configs import difix_refiner_trainer_config
 
     cfg = difix_refiner_trainer_config()
     cfg.machine.device_type, cfg.machine.seed = "cpu", 0

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from difix_refiner.cameras import atomic
+from difix_refiner.core import atomic
 from difix_refiner.cameras.trajectory import as_pose_array
 
 METADATA_KEY = "difix_refiner"

@@ -1,25 +1,34 @@
 """The ``difix-refiner`` console script: one tyro subcommand per job.
 
-Each subcommand is a dataclass with a ``main()`` method that lives next to the code it drives (its
-docstring is the subcommand's help); this module only collects them.
+Each subcommand is a dataclass in its own module of this package with a ``main()`` method that
+parses nothing itself and calls a library engine; its docstring is the subcommand's help. Bad input
+anywhere in the library raises :class:`~difix_refiner.core.errors.InputError`; this module alone turns
+it into one line, ``difix-refiner <command>: error: <message>``, and exit status 1 (usage errors are
+tyro's, status 2). Set ``DIFIX_REFINER_DEBUG=1`` to get the traceback instead.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+import os
+from typing import Any, Dict, Optional, Sequence
 
 import tyro
+
+from difix_refiner.core.errors import InputError
+
+DEBUG_ENV = "DIFIX_REFINER_DEBUG"
+"""Environment variable that makes bad-input errors raise with their traceback."""
 
 
 def subcommands() -> Dict[str, type]:
     """Subcommand name -> command dataclass."""
-    from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
-    from difix_refiner.cameras.shift_command import ShiftPathCommand
-    from difix_refiner.demo import DemoCommand
-    from difix_refiner.evaluation.eval_command import EvalCommand
-    from difix_refiner.fixer.fix_command import FixCommand
-    from difix_refiner.training.pairs_command import MakePairsCommand, MergePairsCommand
-    from difix_refiner.training.train_command import TrainFixerCommand
+    from difix_refiner.commands.demo import DemoCommand
+    from difix_refiner.commands.eval import EvalCommand
+    from difix_refiner.commands.fix import FixCommand
+    from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
+    from difix_refiner.commands.render import RenderRecordedCommand, RenderShiftedCommand
+    from difix_refiner.commands.shift_path import ShiftPathCommand
+    from difix_refiner.commands.train_fixer import TrainFixerCommand
 
     return {
         "demo": DemoCommand,
@@ -34,13 +43,26 @@ def subcommands() -> Dict[str, type]:
     }
 
 
-def entrypoint() -> None:
-    """Parse the command line and run the chosen subcommand."""
+def run_command(name: str, command: Any) -> Any:
+    """Run ``command.main()``; bad input exits with ``difix-refiner <name>: error: <message>`` (status 1)."""
+    try:
+        return command.main()
+    except InputError as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        raise SystemExit(f"difix-refiner {name}: error: {exc}") from None
+
+
+def entrypoint(args: Optional[Sequence[str]] = None) -> None:
+    """Parse the command line (``args``, default ``sys.argv``) and run the chosen subcommand."""
+    commands = subcommands()
     command = tyro.extras.subcommand_cli_from_dict(
-        subcommands(),
+        commands,
         description="difix-refiner: shifted trajectories and a one-step diffusion fixer for driving scenes.",
+        args=args,
     )
-    command.main()
+    name = next(n for n, cls in commands.items() if type(command) is cls)
+    run_command(name, command)
 
 
 if __name__ == "__main__":

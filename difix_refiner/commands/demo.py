@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 from rich.console import Console
 from rich.table import Table
 
-from difix_refiner.cameras import atomic
-from difix_refiner.nerfstudio.runs import (
+from difix_refiner.core import atomic
+from difix_refiner.scene.ns_train import (
     ChildRun,
     ns_train_command,
     run_config_path,
@@ -186,8 +186,8 @@ class DemoCommand:
 
     def _load_fixer(self) -> Any:
         """The refiner's fixer, for the evaluation's '+ fixer' rows and agreement metrics."""
-        from difix_refiner.cameras.run_data import InputError
-        from difix_refiner.evaluation.eval_command import load_fixer
+        from difix_refiner.core.errors import InputError
+        from difix_refiner.evaluation.evaluate_run import load_fixer
 
         try:
             fixer, _ = load_fixer(self._fixer_base_to_load(), self.fixer_adapter, device=self.device)
@@ -198,7 +198,7 @@ class DemoCommand:
     def _evaluate(self, fixer: Any, out: Path) -> Dict[str, Any]:
         import torch
 
-        from difix_refiner.evaluation.eval_command import (
+        from difix_refiner.evaluation.evaluate_run import (
             EvalSettings,
             build_contact_sheet,
             build_cross_camera_sheet,
@@ -242,7 +242,7 @@ class DemoCommand:
 
 def _preset(method: str) -> Any:
     """The ``TrainerConfig`` of a preset (``difix-refiner-cpu`` or ``difix-refiner``), as ns-train starts from it."""
-    from difix_refiner_method_configs.difix_refiner_config import (
+    from difix_refiner.method_configs import (
         difix_refiner_cpu_trainer_config,
         difix_refiner_trainer_config,
     )

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple
 
-from difix_refiner.cameras.run_data import InputError
-from difix_refiner.training.pairs import DEFAULT_PROMPT, PairsError, merge_pairs
-from difix_refiner.training.reference_views import DEFAULT_ANGLE_WEIGHT
+from difix_refiner.core.errors import InputError
+from difix_refiner.pairs.format import DEFAULT_PROMPT, PairsError, merge_pairs
+from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT
 
 Strategy = Literal["underfit", "sparse", "cross-camera", "cycle"]
 
@@ -81,7 +81,7 @@ class MakePairsCommand:
 
     def main(self) -> None:
         """Run the command; bad input exits with a one-line message."""
-        from difix_refiner.training.make_pairs import make_pairs
+        from difix_refiner.pairs.make_pairs import make_pairs
 
         try:
             make_pairs(self)

@@ -12,11 +12,13 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import tyro
 
-from difix_refiner.cameras import atomic
-from difix_refiner.cameras.contact_sheet import LabelledRow, make_row_sheet, offset_rows, sample_positions, thumbnail
-from difix_refiner.cameras.options import ShiftOptions
-from difix_refiner.cameras.run_data import (
-    InputError,
+from difix_refiner.core import atomic
+from difix_refiner.core.contact_sheet import LabelledRow, make_row_sheet, offset_rows, sample_positions, thumbnail
+from difix_refiner.core.errors import InputError
+from difix_refiner.fixer.options import FixerOptions, resolve_device
+from difix_refiner.scene.run_pipeline import load_pipeline, render_camera, training_cameras
+from difix_refiner.scene.shift_options import ShiftOptions
+from difix_refiner.scene.trained_run import (
     RecordedImages,
     check_outputs_free,
     load_run_config,
@@ -24,7 +26,7 @@ from difix_refiner.cameras.run_data import (
     recorded_images,
 )
 from difix_refiner.cameras.trajectory import DEFAULT_LOOK_AHEAD_M, DEFAULT_WINDOW_M
-from difix_refiner.cameras.video import Mp4Writer, video_backend
+from difix_refiner.core.video import Mp4Writer, video_backend
 
 CONTACT_SHEET = "contact_sheet.png"
 CONTACT_SHEET_FIXED = "contact_sheet_fixed.png"
@@ -80,7 +82,7 @@ class _Drive:
 
 
 @dataclass
-class RenderShiftedCommand(ShiftOptions):
+class RenderShiftedCommand(FixerOptions, ShiftOptions):
     """Render the recorded drive shifted sideways by each offset, with the exact training intrinsics.
 
     For every offset, and for the recorded path (offset 0) as reference, writes to --output-dir:
@@ -95,7 +97,6 @@ class RenderShiftedCommand(ShiftOptions):
     by its fixed row); the manifest records the fixer.
     """
 
-    _command_name: ClassVar[str] = "render-shifted"
 
     frame_stride: int = 1
     """Render every n-th frame of the camera (the video keeps real-time playback: fps / n)."""
@@ -107,40 +108,23 @@ class RenderShiftedCommand(ShiftOptions):
     """Width in pixels of each contact-sheet cell."""
     fix: bool = False
     """Also run the Difix fixer on every rendered frame, the recorded path included (the Difix3D+ "+" step); writes offset_<+x>m_fixed/, offset_<+x>m_fixed.mp4 (unfixed | fixed) and contact_sheet_fixed.png."""
-    fixer_base: Optional[str] = None
-    """Fixer for --fix: 'tiny' (random weights, for tests), a hub id, or a local folder (diffusers layout or a saved fixer). Default: examples/fixer-small if it exists."""
-    fixer_adapter: Optional[Path] = None
-    """Trained fixer weights (Fixer.save_pretrained folder) applied to --fixer-base."""
-    fixer_device: str = "auto"
-    """Torch device of the fixer (e.g. cuda, cuda:1, cpu); auto: the pipeline's device."""
     fixer_reference: bool = True
     """Give the fixer the recorded training photo of the same camera and frame as its reference view (the nearest real frame), when the fixer takes references."""
 
     def main(self) -> None:
-        """Run the command; bad input exits with a one-line message."""
-        try:
-            self.run()
-        except InputError as exc:
-            raise SystemExit(f"{self._command_name}: error: {exc}") from None
+        """Run the command (bad input raises ``InputError``; the console script prints it as one line)."""
+        self.run()
 
     # ----------------------------------------------------------------------------------------
     # Steps that tests can replace.
 
     def _load_pipeline(self) -> Any:
-        """Load the trained pipeline with nerfstudio's ``eval_setup`` (checkpoint included)."""
-        from nerfstudio.utils.eval_utils import eval_setup
-
-        import difix_refiner.nerfstudio  # noqa: F401  (lets torch load nerfstudio checkpoints)
-
-        # "test" keeps the dataparser's downscale factor, so cameras match training exactly.
-        _, pipeline, _, _ = eval_setup(Path(self.load_config), test_mode="test")
-        return pipeline
+        """Load the trained pipeline (latest checkpoint)."""
+        return load_pipeline(Path(self.load_config))[1]
 
     def _load_fixer(self, device: str) -> Any:
-        """Load the fixer for --fix on ``device`` (an unloadable fixer raises ``InputError``)."""
-        from difix_refiner.fixer.render_fixing import load_fixer
-
-        fixer, reason = load_fixer(self.fixer_base, self.fixer_adapter, device)
+        """Load the fixer for --fix (``device``: the default for --fixer-device auto)."""
+        fixer, reason = self.load_fixer(default_device=device)
         if fixer is None:
             raise InputError(f"--fix needs a fixer: {reason}")
         return fixer
@@ -162,18 +146,6 @@ class RenderShiftedCommand(ShiftOptions):
             names = [offset_name(offset)] + ([fixed_offset_name(offset)] if self.fix else [])
             paths += [p for n in names for p in (out / n, out / f"{n}.mp4")]
         return paths
-
-    @staticmethod
-    def _training_cameras(pipeline: Any) -> Any:
-        """The training cameras exactly as the model was trained on them."""
-        datamanager = pipeline.datamanager
-        cameras = datamanager.train_dataset.cameras
-        dist = cameras.distortion_params
-        if dist is not None and bool((dist != 0).any()) and hasattr(datamanager, "cached_train"):
-            # The full-image datamanager undistorts images on first access and rewrites the
-            # intrinsics in place; the model was trained on those, so trigger it.
-            _ = datamanager.cached_train
-        return cameras
 
     def _shifted_cameras(self, recorded: RecordedImages, selection: np.ndarray, offset_m: float) -> Tuple[Any, np.ndarray]:
         """Cameras for the selected images shifted by ``offset_m``, and their poses ``[M, 3, 4]``."""
@@ -212,20 +184,13 @@ class RenderShiftedCommand(ShiftOptions):
             raise InputError(f"--resolution-scale must be positive, got {self.resolution_scale}")
         if self.contact_sheet_frames < 1 or self.thumbnail_width < 8:
             raise InputError("--contact-sheet-frames must be >= 1 and --thumbnail-width >= 8")
-        if self.fix and self.fixer_device != "auto":
-            import torch
-
-            try:
-                device = torch.device(self.fixer_device)
-            except RuntimeError as err:
-                raise InputError(f"--fixer-device {self.fixer_device!r} is not a torch device: {err}") from None
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise InputError(f"--fixer-device {self.fixer_device}: CUDA is not available here")
+        if self.fix:
+            resolve_device(self.fixer_device, "cpu")  # a bad --fixer-device fails before anything slow
         return all_offsets
 
     def _frame_fixer(self, pipeline: Any, selection: np.ndarray) -> _FrameFixer:
         """Load the fixer (once, only with --fix) and find the reference photos of the selected images."""
-        fixer = self._load_fixer(str(pipeline.device) if self.fixer_device == "auto" else self.fixer_device)
+        fixer = self._load_fixer(str(pipeline.device))
         from difix_refiner.fixer.render_fixing import takes_references
 
         if not (self.fixer_reference and takes_references(fixer)):
@@ -243,11 +208,9 @@ class RenderShiftedCommand(ShiftOptions):
         """The manifest's ``fixer`` entry (None without --fix)."""
         if frame_fixer is None:
             return None
-        from difix_refiner.fixer.render_fixing import DEFAULT_FIXER
-
-        base = self.fixer_base
+        base, _ = self.fixer_source()
         if base is None:
-            base = str(DEFAULT_FIXER) if self.fixer_adapter is None else getattr(frame_fixer.fixer, "base", None)
+            base = getattr(frame_fixer.fixer, "base", None)
         return {
             "base": None if base is None else str(base),
             "adapter": None if self.fixer_adapter is None else str(self.fixer_adapter),
@@ -263,7 +226,7 @@ class RenderShiftedCommand(ShiftOptions):
 
         pipeline = self._load_pipeline()
         recorded = recorded_images(
-            pipeline.datamanager.train_dataparser_outputs, self._training_cameras(pipeline), self.metres_per_scene_unit
+            pipeline.datamanager.train_dataparser_outputs, training_cameras(pipeline), self.metres_per_scene_unit
         )
         camera = recorded.resolve_camera(self.camera)
         selection = recorded.select(camera)[:: self.frame_stride]
@@ -338,7 +301,7 @@ class RenderShiftedCommand(ShiftOptions):
                 fixed_folder = stack.enter_context(atomic.atomic_dir(out / fixed_name, overwrite=self.overwrite))
                 fixed_video = stack.enter_context(_atomic_mp4(out / f"{fixed_name}.mp4", drive.fps, drive.backend))
             for pos, (index, frame) in enumerate(zip(drive.selection.tolist(), drive.frames.tolist())):
-                image = self._render(drive.pipeline, cameras[pos : pos + 1])
+                image = render_camera(drive.pipeline, cameras[pos : pos + 1]).rgb
                 image = self._postprocess_frame(image, offset, frame)
                 _save_png(folder / frame_file(frame), image)
                 if video is not None:
@@ -363,18 +326,6 @@ class RenderShiftedCommand(ShiftOptions):
             "camera_to_worlds": poses.tolist(),
         }
 
-    @staticmethod
-    def _render(pipeline: Any, camera: Any) -> np.ndarray:
-        """Render one camera ``[1]`` with the model's generic camera API; returns ``uint8 [H, W, 3]``."""
-        import torch
-
-        with torch.no_grad():
-            outputs = pipeline.model.get_outputs_for_camera(camera.to(pipeline.device))
-        rgb = outputs["rgb"]
-        while rgb.dim() > 3:  # some models keep a batch dimension of 1
-            rgb = rgb[0]
-        rgb = rgb[..., :3].clamp(0.0, 1.0)  # [H, W, 3]
-        return (rgb * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 @contextlib.contextmanager
@@ -428,7 +379,6 @@ class RenderRecordedCommand(RenderShiftedCommand):
     (unfixed and fixed rows); the manifest records the fixer.
     """
 
-    _command_name: ClassVar[str] = "render-recorded"
 
     # Shifting options that mean nothing for the recorded path are hidden (and stay at their defaults).
     offsets: tyro.conf.Suppress[Tuple[float, ...]] = field(default=(), kw_only=True)

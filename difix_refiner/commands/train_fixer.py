@@ -4,16 +4,16 @@ two unpaired image folders (CycleGAN-Turbo).
 Examples::
 
     # paired, tiny model on the CPU (a quick check that the loop learns)
-    python -m difix_refiner.training.train_command --pairs pairs/pairs.json --output runs/tiny \\
+    python -m difix_refiner.commands.train_fixer --pairs pairs/pairs.json --output runs/tiny \\
         --base tiny --crop 256 256 --max-steps 300 --device cpu
 
     # paired, SD-Turbo with the Difix recipe on a GPU, several GPUs through accelerate
-    accelerate launch -m difix_refiner.training.train_command --pairs pairs/pairs.json \\
+    accelerate launch -m difix_refiner.commands.train_fixer --pairs pairs/pairs.json \\
         --output runs/difix --base /models/sd-turbo --mixed-precision bf16 --crop 512 512 \\
         --objective.perceptual.vgg-weights /models/vgg16-397923af.pth
 
     # unpaired (renders -> real photos), validated on the test split of a pair file
-    python -m difix_refiner.training.train_command --unpaired.renders renders/ --unpaired.real photos/ \\
+    python -m difix_refiner.commands.train_fixer --unpaired.renders renders/ --unpaired.real photos/ \\
         --pairs pairs/pairs.json --output runs/cycle --base tiny --crop 256 256
 
 The loop itself lives in :mod:`difix_refiner.training.train_fixer`; this module holds its options.

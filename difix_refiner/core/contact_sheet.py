@@ -26,7 +26,7 @@ def offset_label(offset_m: float) -> str:
     return f"{offset_m:+g} m ({'left' if offset_m > 0 else 'right'})"
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)  # scalable bundled font (Pillow >= 10.1 with FreeType)
     except TypeError:
@@ -95,7 +95,7 @@ def make_row_sheet(rows: Sequence[LabelledRow], frame_labels: Sequence[int]) -> 
     if not rows or not frame_labels:
         raise ValueError("a contact sheet needs at least one row and one frame")
     th, tw = next(iter(rows[0].thumbnails.values())).shape[:2]
-    font = _font(max(12, tw // 18))
+    font = font(max(12, tw // 18))
     margin_left = max(140, tw // 2)
     header = max(28, th // 6)
     pad = 4

@@ -2,7 +2,7 @@
 
 Images are ``[H, W, 3]`` arrays (uint8, or float in [0, 1]) or torch tensors of the same layout.
 Metrics that need network weights never download them: LPIPS goes through
-:class:`~difix_refiner.evaluation.lpips_metric.LazyLPIPS` and FID/KID need an Inception weights file
+:class:`~difix_refiner.core.lpips.LazyLPIPS` and FID/KID need an Inception weights file
 given explicitly; otherwise they are reported as skipped with the reason.
 """
 
@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from difix_refiner.core.errors import InputError
 
 LUMA = np.array([0.299, 0.587, 0.114])
 """ITU-R BT.601 luma weights (what OpenCV's RGB-to-grey conversion uses)."""
@@ -45,25 +47,75 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"images differ in size: {list(a.shape)} vs {list(b.shape)}")
 
 
-def psnr(pred: Any, target: Any) -> float:
-    """PSNR in dB with peak 1 (images in [0, 1]); capped at 100 dB for identical images."""
-    p, t = as_float_image(pred), as_float_image(target)
-    _check_same_shape(p, t)
-    mse = float(np.mean((p - t) ** 2))
-    return float(10.0 * np.log10(1.0 / max(mse, 1e-10)))
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+"""SSIM constants (Wang et al. 2004), as nerfstudio's splatfacto and ``pytorch_msssim`` use them."""
+
+
+def psnr_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of ``[B, C, H, W]`` images in [0, 1] -> ``[B]``, peak 1.
+
+    Capped at 100 dB (identical images) so that means and JSON stay finite.
+    """
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)  # float64 stays float64
+    mse = (a.to(dtype) - b.to(dtype)).pow(2).flatten(1).mean(1).clamp_min(1e-10)  # [B]
+    return -10.0 * torch.log10(mse)
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2.0
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return (g / g.sum()).float()  # [size]
+
+
+def ssim_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of ``[B, C, H, W]`` images in [0, 1] -> ``[B]``.
+
+    The standard Gaussian-window SSIM (11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1, valid
+    convolution, mean over pixels and channels): the definition of ``pytorch_msssim.ssim`` and of
+    scikit-image with ``gaussian_weights=True``. Images smaller than the window use a window of their
+    smaller side (made odd).
+    """
+    a, b = a.float(), b.float()
+    channels = a.shape[1]
+    size = min(SSIM_WINDOW, a.shape[-2], a.shape[-1])
+    size -= 1 - size % 2  # odd, so the window has a centre
+    g = _gaussian_window(size, SSIM_SIGMA, a.device)
+    # Separable Gaussian, one filter per channel (groups=C), no padding ("valid").
+    gh = g.view(1, 1, 1, size).expand(channels, 1, 1, size)
+    gv = g.view(1, 1, size, 1).expand(channels, 1, size, 1)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, gh, groups=channels), gv, groups=channels)
+
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return (num / den).flatten(1).mean(1)  # [B]
 
 
 def _to_bchw(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
+    return torch.from_numpy(image).permute(2, 0, 1)[None]  # [1, 3, H, W]
+
+
+def psnr(pred: Any, target: Any) -> float:
+    """PSNR in dB with peak 1 of two ``[H, W, 3]`` images; capped at 100 dB for identical images."""
+    p, t = as_float_image(pred), as_float_image(target)
+    _check_same_shape(p, t)
+    return float(psnr_batch(_to_bchw(p).double(), _to_bchw(t).double())[0])
 
 
 def ssim(pred: Any, target: Any) -> float:
-    """SSIM (Gaussian window 11, sigma 1.5, data range 1), as nerfstudio's splatfacto computes it."""
-    from pytorch_msssim import ssim as _ssim
-
+    """SSIM of two ``[H, W, 3]`` images (:func:`ssim_batch`), as nerfstudio's splatfacto computes it."""
     p, t = as_float_image(pred), as_float_image(target)
     _check_same_shape(p, t)
-    return float(_ssim(_to_bchw(p), _to_bchw(t), data_range=1.0, size_average=True))
+    return float(ssim_batch(_to_bchw(p), _to_bchw(t))[0])
 
 
 def laplacian_variance(image: Any) -> float:
@@ -136,7 +188,7 @@ class PhotoMetrics:
 
 def lpips_skip_reason() -> str:
     """Why LPIPS is skipped (its AlexNet weights are not on disk; nothing is downloaded)."""
-    from difix_refiner.evaluation.lpips_metric import alexnet_weights_path
+    from difix_refiner.core.lpips import alexnet_weights_path
 
     return f"LPIPS needs torchvision's AlexNet weights at {alexnet_weights_path()} (no download is attempted)"
 
@@ -145,7 +197,7 @@ def lpips_skip_reason() -> str:
 # FID / KID
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(InputError):
     """The Inception weights file for FID/KID is missing or unreadable."""
 
 

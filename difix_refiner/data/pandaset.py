@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
+from difix_refiner.core.errors import InputError
 
 CAMERA_NAMES = ("front_camera", "front_left_camera", "front_right_camera")
 
@@ -22,7 +23,7 @@ CAMERA_NAMES = ("front_camera", "front_left_camera", "front_right_camera")
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
 
 
-class PandasetFormatError(ValueError):
+class PandasetFormatError(InputError):
     """A PandaSet folder is missing files or holds inconsistent data; the message names the file."""
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from difix_refiner.data.lidar import lidar_seed_points
@@ -230,3 +231,12 @@ class PandasetDataParser(DataParser):
         )
         CONSOLE.log(f"pandaset-data: {len(pts)} LiDAR seed points from {len(sweeps)} sweeps")
         return pts, rgb
+
+
+# The entry point nerfstudio discovers (group ``nerfstudio.dataparser_configs``). It lives here, not in
+# ``difix_refiner.method_configs``: nerfstudio discovers dataparsers while importing its datamanagers,
+# which the method configs import, so one module holding both would import itself circularly.
+pandaset_dataparser = DataParserSpecification(
+    config=PandasetDataParserConfig(),
+    description="PandaSet sequence folder (cameras, poses, intrinsics, LiDAR) with metric scale and LiDAR seed points.",
+)

@@ -9,7 +9,7 @@ Every ``refine.steps_per_fix`` steps (before that step's training iteration) a r
    the global RNGs are restored afterwards, so training continues exactly as without the round;
 3. fixes the renders with the one-step diffusion fixer (loaded at the first round, kept out of every
    ``nn.Module`` so checkpoints never hold it), with the nearest training image(s) as references;
-4. writes them to ``<run>/pseudo_views`` (see :mod:`difix_refiner.nerfstudio.pseudo_views`) and hands them
+4. writes them to ``<run>/pseudo_views`` (see :mod:`difix_refiner.distillation.pseudo_views`) and hands them
    to the datamanager, which mixes them into training (``refine.pseudo_view_fraction``). Their loss is
    splatfacto's masked loss (pixels whose rendered opacity was below ``refine.alpha_mask_threshold`` are
    masked) times ``refine.pseudo_view_loss_weight``, logged as ``pseudo_view_loss``.
@@ -37,16 +37,17 @@ from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from difix_refiner.cameras.run_data import InputError, RecordedImages, recorded_images
+from difix_refiner.core.errors import InputError
+from difix_refiner.scene.trained_run import RecordedImages, recorded_images
 from difix_refiner.cameras.stepping import step_toward
-from difix_refiner.nerfstudio.difix_refiner_datamanager import (
+from difix_refiner.distillation.datamanager import (
     PSEUDO_VIEW_KEY,
     DifixRefinerDatamanager,
     DifixRefinerDatamanagerConfig,
     PseudoViewSample,
 )
-from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
-from difix_refiner.nerfstudio.pseudo_views import (
+from difix_refiner.scene.model import DifixRefinerModelConfig
+from difix_refiner.distillation.pseudo_views import (
     NovelCamera,
     PseudoViewRecord,
     PseudoViewStore,
@@ -56,7 +57,7 @@ from difix_refiner.nerfstudio.pseudo_views import (
     pose_distances,
     pose_key,
 )
-from difix_refiner.nerfstudio.refine_config import RefineConfig
+from difix_refiner.distillation.refine_config import RefineConfig
 
 PSEUDO_VIEW_DIR = "pseudo_views"
 """Folder of the pseudo views inside the run folder."""
@@ -293,22 +294,16 @@ class DifixRefinerPipeline(VanillaPipeline):
         """The fixer, loaded on first use (``refine.fixer_*``) and held outside the module tree."""
         st, cfg = self.refine_state, self.config.refine
         if st.fixer is None:
-            from difix_refiner.fixer import Fixer
-            from difix_refiner.fixer.fix_command import resolve_dtype
+            from difix_refiner.fixer import DEFAULT_BASE
 
-            device = torch.device(self.device) if cfg.fixer_device == "auto" else torch.device(cfg.fixer_device)
-            dtype = resolve_dtype(cfg.fixer_dtype, device)
             start = time.perf_counter()
-            fixer = Fixer.from_pretrained(cfg.fixer_base, adapter=cfg.fixer_adapter, variant=cfg.fixer_variant)
+            fixer, _ = cfg.load_fixer(default_device=str(self.device), default_base=DEFAULT_BASE)
             if cfg.fixer_memory_efficient:
                 fixer.set_memory_efficient(True)
-            fixer = fixer.to(device=device, dtype=dtype).eval()
-            for p in fixer.parameters():
-                p.requires_grad_(False)
             st.fixer = fixer
             CONSOLE.log(
                 f"difix-refiner: fixer {cfg.fixer_base or 'default base'} ({fixer.config.variant}) loaded on "
-                f"{device} ({dtype}) in {time.perf_counter() - start:.1f} s"
+                f"{next(fixer.parameters()).device} ({next(fixer.parameters()).dtype}) in {time.perf_counter() - start:.1f} s"
             )
         return st.fixer
 

@@ -12,11 +12,13 @@ from typing import Literal, Optional, Tuple
 
 from nerfstudio.configs.base_config import PrintableConfig
 
+from difix_refiner.fixer.options import FixerOptions
+
 TargetKind = Literal["offsets", "held-out", "both"]
 
 
 @dataclass
-class RefineConfig(PrintableConfig):
+class RefineConfig(FixerOptions, PrintableConfig):
     """Every ``steps_per_fix`` steps: move the novel cameras one ``shift_step`` toward their targets, render
     them (no gradients, outside the densification statistics), fix the renders with the one-step diffusion
     fixer and train on them as pseudo ground truth next to the real images."""
@@ -59,17 +61,6 @@ class RefineConfig(PrintableConfig):
     keep_previous_rounds: bool = True
     """Keep training on the pseudo views of earlier rounds (a view at the same pose is replaced by the newer
     one); False trains only on the latest round's views."""
-    fixer_base: Optional[str] = None
-    """Fixer base model: hub id or local diffusers folder, 'tiny' (random test model), or a saved fixer
-    folder. None: the base recorded in ``fixer_adapter``, else stabilityai/sd-turbo."""
-    fixer_adapter: Optional[str] = None
-    """Trained fixer weights (a folder written by train-fixer, or its fixer.safetensors)."""
-    fixer_variant: Optional[Literal["difix", "pix2pix-turbo"]] = None
-    """Fixer variant; None: the adapter's, else 'difix'. 'pix2pix-turbo' takes no references."""
-    fixer_device: str = "auto"
-    """Device of the fixer ('cuda', 'cuda:1', 'cpu'); 'auto' is the model's device."""
-    fixer_dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    """Fixer precision; 'auto' is bf16 (fp16 without bf16 support) on CUDA, fp32 on the CPU."""
     fixer_batch_size: int = 1
     """Renders fixed per fixer call (same-size renders only)."""
     fixer_memory_efficient: bool = False

@@ -1,1 +1,1 @@
-
+"""Evaluating trained runs: photo and LiDAR-anchored metrics, reports, the baseline-vs-refiner demo."""

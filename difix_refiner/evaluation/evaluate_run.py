@@ -40,7 +40,7 @@ after the fixer (when a fixer is available).
 Library use (e.g. the demo, for two runs)::
 
     settings = EvalSettings(frame_stride=10)
-    fixer, why_not = load_fixer(None, None)
+    fixer, why_not = FixerOptions().load_fixer()
     with eval_progress() as progress:
         a = evaluate_run(cfg_a, settings, label="baseline", fixer=fixer, fixer_skip_reason=why_not, progress=progress)
         b = evaluate_run(cfg_b, settings, label="refiner", fixer=fixer, fixer_skip_reason=why_not,
@@ -60,13 +60,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from difix_refiner.cameras.contact_sheet import sample_positions, thumbnail
-from difix_refiner.cameras.options import ShiftOptions
-from difix_refiner.cameras.run_data import InputError, load_run_config, recorded_images, validate_offsets
-from difix_refiner.evaluation import image_metrics as im
+from difix_refiner.core.contact_sheet import sample_positions, thumbnail
+from difix_refiner.scene.shift_options import ShiftOptions
+from difix_refiner.core.errors import InputError
+from difix_refiner.scene.trained_run import load_run_config, recorded_images, validate_offsets
+from difix_refiner.core import image_metrics as im
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.evaluation.report import SheetRow, check_free, make_grid, write_report
-from difix_refiner.fixer.render_fixing import DEFAULT_FIXER, fix_render, load_fixer, read_photo
+from difix_refiner.fixer.render_fixing import fix_render, read_photo
 
 
 def offset_key(offset_m: float) -> str:
@@ -200,7 +201,7 @@ def load_run(config_path: Path, data: Optional[Path] = None) -> LoadedRun:
     if not folder.is_dir():
         raise InputError(f"the run's PandaSet folder {folder} does not exist from here; pass --data PATH")
 
-    import difix_refiner.nerfstudio  # noqa: F401  (lets torch load nerfstudio checkpoints)
+    import difix_refiner.scene  # noqa: F401  (lets torch load nerfstudio checkpoints)
     from nerfstudio.utils.eval_utils import eval_setup
 
     def use_folder(cfg: Any) -> Any:
@@ -415,7 +416,7 @@ def _photo_metrics(
     "render"][frame]``. With a ``fixer``, every render is also scored after the fixer (the Difix3D+ "+"
     step) under ``"fixed"``, its reference being the nearest training photo by pose.
     """
-    from difix_refiner.training.reference_views import nearest_reference
+    from difix_refiner.cameras.reference_views import nearest_reference
 
     total = int(sum(len(f) for _, f in views))
     task = progress.add_task(title, total=total)
@@ -509,7 +510,7 @@ def evaluate_run(
     frames = recorded.frame_indices[selection]  # [M]
 
     # ---- held-out photos -------------------------------------------------------------------
-    from difix_refiner.evaluation.lpips_metric import LazyLPIPS
+    from difix_refiner.core.lpips import LazyLPIPS
 
     lpips = LazyLPIPS()
     if not lpips.available:
@@ -800,109 +801,3 @@ def build_cross_camera_sheet(runs: Sequence[RunEvaluation]) -> Optional[Any]:
         for run in runs:
             rows.append((f"{camera}\n{run.label} render", run.cross_camera.get(camera, {}).get("render", {})))
     return make_grid(rows, runs[0].sheet_frames)
-
-
-# --------------------------------------------------------------------------------------------
-# Command
-
-
-@dataclass
-class EvalCommand(EvalSettings):
-    """Evaluate a trained pandaset-data run; write metrics.json and contact_sheet.png to --output-dir.
-
-    Held-out photos (every eval_interval-th frame, and the run's eval_cameras, e.g. front-left/right,
-    whatever its eval_mode; views it trained on are skipped): PSNR, SSIM, and LPIPS when its weights are
-    on disk. Drives shifted sideways by --offsets metres (positive = left), which have no photo: depth
-    AbsRel/RMSE against LiDAR, LiDAR-anchored colour PSNR, sharpness (variance of the Laplacian) vs the
-    recorded path, fixer agreement, and FID/KID with --inception-weights. Contact-sheet rows: the
-    recorded photo; then per run, its render on the recorded path, its render shifted by --sheet-offset,
-    and that render after the fixer.
-    """
-
-    load_config: Path
-    """Path to the run's config.yml (written by ns-train)."""
-    output_dir: Optional[Path] = None
-    """Folder for metrics.json and contact_sheet.png (default: an 'eval' folder next to the config)."""
-    compare_config: Optional[Path] = None
-    """A second run's config.yml (e.g. the baseline vs the refiner); both are evaluated the same way and metrics.json is keyed by --label / --compare-label."""
-    label: str = "run"
-    """Name of the --load-config run in the contact sheet (and in metrics.json with --compare-config)."""
-    compare_label: str = "compare"
-    """Name of the --compare-config run."""
-    fixer_base: Optional[str] = None
-    """Fixer for the agreement metric and the contact sheet: 'tiny' (random weights, for tests), a hub id, a local folder (diffusers layout or a saved fixer), or 'none'. Default: examples/fixer-small if it exists, else the fixer metrics are skipped."""
-    fixer_adapter: Optional[Path] = None
-    """Trained fixer weights (Fixer.save_pretrained folder) applied to --fixer-base."""
-    overwrite: bool = False
-    """Replace metrics.json / contact_sheet.png already in --output-dir."""
-
-    def main(self) -> None:
-        """Run the command; bad input exits with a one-line message."""
-        try:
-            self.run()
-        except InputError as exc:
-            raise SystemExit(f"eval: error: {exc}") from None
-
-    def run(self) -> Dict[str, Any]:
-        """Evaluate and write the report; returns the metrics written (raises ``InputError`` on bad input)."""
-        self.checked_offsets()
-        out = Path(self.output_dir) if self.output_dir is not None else Path(self.load_config).parent / "eval"
-        check_free(out, self.overwrite)  # before the slow part
-        for path in (self.load_config, self.compare_config):
-            if path is not None:
-                load_run_config(path)  # missing file / wrong method fails fast
-        if self.compare_config is not None and self.label == self.compare_label:
-            raise InputError("--label and --compare-label must differ")
-        fixer, reason = load_fixer(self.fixer_base, self.fixer_adapter)
-        fixer_name = None
-        if fixer is not None:
-            fixer_name = f"base {self.fixer_base or DEFAULT_FIXER}" + (f", adapter {self.fixer_adapter}" if self.fixer_adapter else "")
-        runs = []
-        with eval_progress() as progress:
-            runs.append(evaluate_run(self.load_config, self, label=self.label, fixer=fixer, fixer_skip_reason=reason, fixer_name=fixer_name, progress=progress))
-            if self.compare_config is not None:
-                runs.append(
-                    evaluate_run(
-                        self.compare_config, self, label=self.compare_label, fixer=fixer, fixer_skip_reason=reason, fixer_name=fixer_name,
-                        sheet_frames=runs[0].sheet_frames, progress=progress,
-                    )
-                )  # fmt: skip
-        metrics = runs[0].metrics if len(runs) == 1 else {r.label: r.metrics for r in runs}
-        write_report(out, metrics, build_contact_sheet(runs), overwrite=self.overwrite)
-        _print_summary(runs, out)
-        return metrics
-
-
-def _fmt(value: Optional[float], digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _print_summary(runs: Sequence[RunEvaluation], out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    for run in runs:
-        m = run.metrics
-        plus = "".join(
-            f", {kind} + fixer {_fmt(m[key]['fixed']['psnr'])}"
-            for key, kind in (("heldout", "held-out"), ("cross_camera", "cross-camera"))
-            if m[key]["fixed"] is not None
-        )
-        table = Table(
-            title=f"{run.label}: held-out PSNR {_fmt(m['heldout']['psnr'])}, cross-camera PSNR {_fmt(m['cross_camera']['psnr'])}{plus}"
-        )
-        for col in ("offset", "LiDAR PSNR", "depth AbsRel", "depth RMSE m", "sharpness", "fixer PSNR"):
-            table.add_column(col)
-        for key, e in [("0 (recorded)", m["recorded"])] + list(m["shifted"].items()):
-            table.add_row(key, _fmt(e["lidar_psnr"]), _fmt(e["depth_absrel"], 3), _fmt(e["depth_rmse"]), _fmt(e["sharpness"], 1), _fmt(e["fixer_agreement_psnr"]))
-        console.print(table)
-        for what, why in m["skipped"].items():
-            console.print(f"  skipped {what}: {why}")
-    console.print(f"Wrote {out / 'metrics.json'} and {out / 'contact_sheet.png'}")
-
-
-if __name__ == "__main__":
-    import tyro
-
-    tyro.cli(EvalCommand).main()

@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from difix_refiner.cameras import atomic
-from difix_refiner.cameras.contact_sheet import _font
-from difix_refiner.cameras.run_data import check_outputs_free
+from difix_refiner.core import atomic
+from difix_refiner.core.contact_sheet import font
+from difix_refiner.scene.trained_run import check_outputs_free
 
 METRICS_JSON = "metrics.json"
 CONTACT_SHEET = "contact_sheet.png"
@@ -42,7 +42,7 @@ def make_grid(rows: Sequence[SheetRow], frames: Sequence[int], title: Optional[s
     if not rows or not frames:
         raise ValueError("a contact sheet needs at least one row with images and one frame")
     th, tw = next(iter(rows[0][1].values())).shape[:2]
-    font = _font(max(11, tw // 20))
+    font = font(max(11, tw // 20))
     pad = 4
     margin_left = max(200, tw)
     header = max(24, th // 6) + (24 if title else 0)

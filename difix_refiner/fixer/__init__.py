@@ -1,4 +1,4 @@
-"""The one-step diffusion fixer (Difix3D+ / pix2pix-turbo) and its ``fix`` command.
+"""The one-step diffusion fixer (Difix3D+ / pix2pix-turbo) and running it on folders and renders.
 
 Public API::
 

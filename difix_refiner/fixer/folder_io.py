@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from difix_refiner.core.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class FixCommandError(ValueError):
+class FixCommandError(InputError):
     """A problem with the command's inputs; the message is meant for the user as it is."""
 
 

@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config
+from difix_refiner.core.errors import InputError
 
 CONFIG_NAME = "fixer_config.json"
 WEIGHTS_NAME = "fixer.safetensors"
@@ -42,7 +43,7 @@ BASE_LAYOUT = "vae/, unet/, scheduler/, text_encoder/, tokenizer/"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-class FixerWeightsError(RuntimeError):
+class FixerWeightsError(InputError):
     """Weights could not be found or do not fit; the message says what and how to fix it."""
 
 

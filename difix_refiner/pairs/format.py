@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from difix_refiner.core.errors import InputError
 
 # Same default as the fixer's (difix_refiner.fixer.config.DEFAULT_PROMPT).
 DEFAULT_PROMPT = "remove degradation"
@@ -45,7 +46,7 @@ _MAX_LISTED = 50  # problems spelled out in one error message
 _DUP_KEY = "\x00duplicate keys"  # marker the JSON hook adds; no real id contains a NUL
 
 
-class PairsError(ValueError):
+class PairsError(InputError):
     """The pair JSON or its files are unusable. ``problems`` lists every issue found, each naming
     the split, the id and the file."""
 

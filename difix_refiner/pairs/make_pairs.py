@@ -32,7 +32,7 @@ frame, and it never does. Keep a separate scene for a fully unseen evaluation.
 
 **References.** The reference of a pair is the real photo the producing run trained on that is
 nearest to the target's pose (translation distance in metres plus ``--ref-angle-weight`` metres per
-radian of viewing-direction difference, see :mod:`difix_refiner.training.reference_views`), from the
+radian of viewing-direction difference, see :mod:`difix_refiner.cameras.reference_views`), from the
 same split, never the target image itself. The cycle's references are the first run's photos (the
 second run trained on renders only).
 
@@ -66,14 +66,15 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
-from difix_refiner.cameras import atomic
-from difix_refiner.cameras.run_data import InputError, check_method, load_run_config
+from difix_refiner.core import atomic
+from difix_refiner.core.errors import InputError
+from difix_refiner.scene.trained_run import check_method, load_run_config
 from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
-from difix_refiner.training.pairs import PairEntry, validate_pairs, write_pairs
-from difix_refiner.training.reference_views import nearest_reference, pose_costs
+from difix_refiner.pairs.format import PairEntry, validate_pairs, write_pairs
+from difix_refiner.cameras.reference_views import nearest_reference, pose_costs
 
 if TYPE_CHECKING:  # only for annotations: the command module imports this one
-    from difix_refiner.training.pairs_command import MakePairsCommand
+    from difix_refiner.commands.make_pairs import MakePairsCommand
 
 STRATEGIES = ("underfit", "sparse", "cross-camera", "cycle")
 """Known pair strategies."""
@@ -438,7 +439,7 @@ def load_pipeline(config_path: Path, device: str) -> Tuple[Any, Any]:
     Like nerfstudio's ``eval_setup`` but with the device chosen, no LiDAR seeding (the checkpoint
     replaces the Gaussians anyway) and no checkpoint loaded yet: see :func:`load_checkpoint`.
     """
-    import difix_refiner.nerfstudio  # noqa: F401  (lets torch load nerfstudio checkpoints)
+    import difix_refiner.scene  # noqa: F401  (lets torch load nerfstudio checkpoints)
     from nerfstudio.configs.method_configs import all_methods
 
     from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
@@ -470,7 +471,7 @@ def load_checkpoint(config: Any, pipeline: Any, step: int) -> None:
 
 def render(pipeline: Any, cameras: Any) -> np.ndarray:
     """Render one camera ``[1]``; ``uint8 [H, W, 3]``."""
-    from difix_refiner.cameras.render_command import RenderShiftedCommand
+    from difix_refiner.commands.render import RenderShiftedCommand
 
     return RenderShiftedCommand._render(pipeline, cameras)
 
@@ -935,7 +936,7 @@ class MakePairsJob:
 
     def train(self, name: str, dataparser: str, dataparser_args: List[str], save_every: int, progress: Any) -> _Run:
         """``ns-train`` one run under runs/<name>, showing its progress; returns where it lies."""
-        from difix_refiner.nerfstudio.runs import ns_train, run_config_path
+        from difix_refiner.scene.ns_train import ns_train, run_config_path
 
         log = self.runs_dir / name / "train.log"
         self.console.log(f"[bold]{name}[/]: ns-train {self.o.method}, {self.o.iterations} iterations on {self.device}; log: {log}")

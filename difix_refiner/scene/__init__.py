@@ -1,4 +1,12 @@
-"""nerfstudio integration: the model, and process-wide fixes nerfstudio 1.1.5 needs on current torch."""
+"""A reconstructed scene: the splatfacto-based model, a trained run and the ns-train runner.
+
+- ``model``: the ``difix-refiner`` model (splatfacto on CPU or CUDA).
+- ``trained_run``: a trained run's config, recorded cameras and scale; loading and rendering it.
+- ``shift_options``: the options that shift a run's recorded path.
+- ``ns_train``: running ``ns-train`` as a subprocess (the demo, make-pairs, benchmarks).
+
+Importing this package also applies the process-wide fix nerfstudio 1.1.5 needs on current torch.
+"""
 
 from __future__ import annotations
 

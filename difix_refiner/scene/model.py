@@ -35,7 +35,7 @@ from nerfstudio.models.splatfacto import (
 from nerfstudio.utils.colors import get_color
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from difix_refiner.evaluation.lpips_metric import LazyLPIPS
+from difix_refiner.core.lpips import LazyLPIPS
 from difix_refiner.rendering import rasterize
 
 

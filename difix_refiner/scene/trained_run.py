@@ -23,10 +23,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from difix_refiner.cameras.trajectory import DEFAULT_WINDOW_M, VehicleAxes, as_pose_array, rig_axes
-
-
-class InputError(ValueError):
-    """Bad command input; the message says what is wrong and how to fix it."""
+from difix_refiner.core.errors import InputError
 
 
 SUPPORTED_METHODS = ("difix-refiner", "splatfacto")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from difix_refiner.core.errors import InputError
 
 CHECKPOINT_FORMAT = "difix-refiner-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -37,7 +38,7 @@ STATE_FILE = "state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint is missing, incomplete or does not fit the model being trained."""
 
 

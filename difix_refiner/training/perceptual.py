@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from difix_refiner.core.errors import InputError
 
 # torchvision's file name for the ImageNet VGG16 weights (VGG16_Weights.IMAGENET1K_V1).
 TORCHVISION_VGG16_FILE = "vgg16-397923af.pth"
@@ -57,7 +58,7 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
-class PerceptualWeightsError(RuntimeError):
+class PerceptualWeightsError(InputError):
     """A perceptual backbone's weights are missing or unusable; the message says which file
     and which option to set."""
 

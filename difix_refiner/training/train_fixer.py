@@ -1,4 +1,4 @@
-"""The training loop of ``difix-refiner train-fixer`` (options: :mod:`difix_refiner.training.train_command`).
+"""The training loop of ``difix-refiner train-fixer`` (options: :mod:`difix_refiner.commands.train_fixer`).
 
 Two modes:
 
@@ -60,18 +60,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from difix_refiner.cameras import atomic
+from difix_refiner.core import atomic
 from difix_refiner.fixer import Fixer, FixerConfig, FixerWeightsError
 from difix_refiner.fixer.folder_io import FixCommandError, list_images
 from difix_refiner.training import checkpointing as ckpt
 from difix_refiner.training.checkpointing import CheckpointError
 from difix_refiner.training.objectives import PairedObjective, UnpairedObjective
-from difix_refiner.training.pairs import PairDataset, PairsError, load_image, validate_pairs
+from difix_refiner.pairs.format import PairDataset, PairsError, load_image, validate_pairs
 from difix_refiner.training.perceptual import PerceptualWeightsError
 from difix_refiner.training.validation import EvalResult, evaluate_pairs, grid_to_tensor, make_grid
+from difix_refiner.core.errors import InputError
 
 if TYPE_CHECKING:  # annotations only: the command module imports this one lazily
-    from difix_refiner.training.train_command import TrainFixerCommand
+    from difix_refiner.commands.train_fixer import TrainFixerCommand
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ _RESUME_FREE = {
 _GRAD_BUCKET = 32 * 1024 * 1024  # elements per all-reduce bucket (128 MiB in fp32)
 
 
-class TrainFixerError(ValueError):
+class TrainFixerError(InputError):
     """A problem with the command's inputs or output folder; the message is meant for the user."""
 
 

@@ -5,9 +5,7 @@ the difference is what fixing bought. Both are computed on images rounded to 8 b
 exactly the pixels ``difix-refiner fix`` would write, and averaged per image (the mean of
 per-image PSNRs, as papers report it).
 
-SSIM is the standard Gaussian-window SSIM (Wang et al. 2004: 11x11 window, sigma 1.5,
-K1 = 0.01, K2 = 0.03, data range 1, valid convolution, mean over pixels and channels) — the
-same definition as ``pytorch_msssim.ssim`` and scikit-image with ``gaussian_weights=True``.
+PSNR and SSIM are the project's one definition (``difix_refiner.core.image_metrics``).
 """
 
 from __future__ import annotations
@@ -19,14 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-
+from difix_refiner.core.contact_sheet import font
+from difix_refiner.core.image_metrics import psnr_batch, ssim_batch
 
 # --------------------------------------------------------------------------- metrics
 
@@ -34,46 +28,6 @@ SSIM_K2 = 0.03
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """Round [0, 1] images to 8-bit levels (what an image file would hold), float again."""
     return images.detach().float().clamp(0.0, 1.0).mul(255.0).round().div(255.0)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of [B, 3, H, W] images in [0, 1] -> [B], capped at 100 dB (identical
-    images) so that means and JSON stay finite."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)  # [B]
-    return -10.0 * torch.log10(mse)
-
-
-def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2.0
-    g = torch.exp(-(x**2) / (2.0 * sigma**2))
-    return (g / g.sum()).float()  # [size]
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM of [B, C, H, W] images in [0, 1] -> [B] (see the module docstring).
-
-    Images smaller than the 11-pixel window use a window of their smaller side (made odd).
-    """
-    a, b = a.float(), b.float()
-    channels = a.shape[1]
-    size = min(SSIM_WINDOW, a.shape[-2], a.shape[-1])
-    size -= 1 - size % 2  # odd, so the window has a centre
-    g = _gaussian_window(size, SSIM_SIGMA, a.device)
-    # Separable Gaussian, one filter per channel (groups=C), no padding ("valid").
-    gh = g.view(1, 1, 1, size).expand(channels, 1, 1, size)
-    gv = g.view(1, 1, size, 1).expand(channels, 1, size, 1)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(x, gh, groups=channels), gv, groups=channels)
-
-    c1, c2 = SSIM_K1**2, SSIM_K2**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return (num / den).flatten(1).mean(1)  # [B]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -122,7 +76,7 @@ def evaluate_pairs(
 ) -> EvalResult:
     """Run ``fix(images [1,3,H,W], refs [1,R,3,H,W] | None) -> [1,3,H,W]`` over a paired dataset.
 
-    ``dataset`` items are :class:`~difix_refiner.training.pairs.PairDataset` items (``image``,
+    ``dataset`` items are :class:`~difix_refiner.pairs.format.PairDataset` items (``image``,
     ``target``, optional ``ref``, ``id``). One image at a time: test images may differ in size.
     Metrics are computed on 8-bit-rounded images (see the module docstring).
     """
@@ -138,10 +92,10 @@ def evaluate_pairs(
         result.records.append(
             {
                 "id": item["id"],
-                "psnr_before": float(psnr(image, target)[0]),
-                "psnr_after": float(psnr(output, target)[0]),
-                "ssim_before": float(ssim(image, target)[0]),
-                "ssim_after": float(ssim(output, target)[0]),
+                "psnr_before": float(psnr_batch(image, target)[0]),
+                "psnr_after": float(psnr_batch(output, target)[0]),
+                "ssim_before": float(ssim_batch(image, target)[0]),
+                "ssim_after": float(ssim_batch(output, target)[0]),
             }
         )
         if len(result.rows) < grid_rows:
@@ -159,13 +113,6 @@ def _to_pil(image: torch.Tensor, width: int) -> Image.Image:
         height = max(1, round(pil.height * width / pil.width))
         pil = pil.resize((width, height), Image.Resampling.LANCZOS)
     return pil
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
 
 
 def make_grid(result: EvalResult, tile_width: int = 384, title: str | None = None) -> Image.Image:
@@ -186,9 +133,9 @@ def make_grid(result: EvalResult, tile_width: int = 384, title: str | None = Non
     height = header_h + sum(row_hs) + gap * (len(tiles) - 1)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(13)
+    font = font(13)
     if title:
-        draw.text((4, 4), title, fill=(0, 0, 0), font=_font(15))
+        draw.text((4, 4), title, fill=(0, 0, 0), font=font(15))
     y = header_h
     for (key, *_), row, row_h in zip(result.rows, tiles, row_hs):
         rec = records.get(key, {})

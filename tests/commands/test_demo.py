@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from difix_refiner.demo import DemoCommand, lookup, read_eval_curves, summarise, table_rows
-from difix_refiner.nerfstudio.runs import ChildRun
+from difix_refiner.commands.demo import DemoCommand, lookup, read_eval_curves, summarise, table_rows
+from difix_refiner.scene.ns_train import ChildRun
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "pandaset_002"

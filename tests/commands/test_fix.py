@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import tyro
 from PIL import Image
 
 from difix_refiner.fixer import Fixer
-from difix_refiner.fixer.fix_command import FixCommand
+from difix_refiner.commands import cli
+from difix_refiner.fixer.fix_folder import FixFolderConfig, fix_folder
 from difix_refiner.fixer.folder_io import FixCommandError
 
 
@@ -24,16 +24,16 @@ def _write_pngs(folder: Path, names: list[str], size: tuple[int, int] = (40, 24)
         Image.fromarray(arr).save(folder / name)
 
 
-def _cmd(**kw) -> FixCommand:
+def _cmd(**kw) -> FixFolderConfig:
     kw.setdefault("base", "tiny")
     kw.setdefault("device", "cpu")
-    return FixCommand(**kw)
+    return FixFolderConfig(**kw)
 
 
 def test_fix_folder_with_tiny_and_skip_done(tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     _write_pngs(inp, ["a.png", "b.png", "c.png"])
-    summary = _cmd(input=inp, output=out, batch_size=2).run()
+    summary = fix_folder(_cmd(input=inp, output=out, batch_size=2))
     assert summary == {"fixed": 3, "skipped": 0, "total": 3}
     for name in ("a.png", "b.png", "c.png"):
         with Image.open(out / name) as im:
@@ -48,10 +48,10 @@ def test_fix_folder_with_tiny_and_skip_done(tmp_path):
     # Finished images are skipped; a new one is fixed.
     before = (out / "a.png").stat().st_mtime_ns
     _write_pngs(inp, ["d.png"], seed=1)
-    assert _cmd(input=inp, output=out).run() == {"fixed": 1, "skipped": 3, "total": 4}
+    assert fix_folder(_cmd(input=inp, output=out)) == {"fixed": 1, "skipped": 3, "total": 4}
     assert (out / "a.png").stat().st_mtime_ns == before
-    assert _cmd(input=inp, output=out).run()["fixed"] == 0
-    assert _cmd(input=inp, output=out, overwrite=True).run()["fixed"] == 4
+    assert fix_folder(_cmd(input=inp, output=out))["fixed"] == 0
+    assert fix_folder(_cmd(input=inp, output=out, overwrite=True))["fixed"] == 4
 
 
 def test_refuses_output_inside_input(tmp_path):
@@ -59,7 +59,7 @@ def test_refuses_output_inside_input(tmp_path):
     _write_pngs(inp, ["a.png"])
     for bad in (inp, inp / "fixed"):
         with pytest.raises(FixCommandError, match="inside"):
-            _cmd(input=inp, output=bad).run()
+            fix_folder(_cmd(input=inp, output=bad))
     assert sorted(p.name for p in inp.iterdir()) == ["a.png"]
 
 
@@ -67,16 +67,16 @@ def test_references_by_name_and_map(tmp_path):
     inp, refs, out = tmp_path / "in", tmp_path / "refs", tmp_path / "out"
     _write_pngs(inp, ["a.png", "b.png"])
     _write_pngs(refs, ["a.png", "b.jpg"], seed=3)  # b pairs by stem
-    assert _cmd(input=inp, output=out, ref=refs).run()["fixed"] == 2
+    assert fix_folder(_cmd(input=inp, output=out, ref=refs))["fixed"] == 2
     no_ref = tmp_path / "noref"
-    _cmd(input=inp, output=no_ref).run()
+    fix_folder(_cmd(input=inp, output=no_ref))
     assert not np.array_equal(np.asarray(Image.open(out / "a.png")), np.asarray(Image.open(no_ref / "a.png")))
 
     # Explicit map, relative to the JSON's folder; b's reference is larger and gets resized.
     _write_pngs(tmp_path / "big", ["r.png"], size=(80, 48), seed=4)
     ref_map = tmp_path / "map.json"
     ref_map.write_text(json.dumps({"a.png": "refs/a.png", "b": "big/r.png"}))
-    assert _cmd(input=inp, output=tmp_path / "out_map", ref_map=ref_map).run()["fixed"] == 2
+    assert fix_folder(_cmd(input=inp, output=tmp_path / "out_map", ref_map=ref_map))["fixed"] == 2
     by_map = np.asarray(Image.open(tmp_path / "out_map" / "a.png"))
     assert np.array_equal(by_map, np.asarray(Image.open(out / "a.png")))
 
@@ -86,30 +86,30 @@ def test_missing_reference_is_an_error(tmp_path):
     _write_pngs(inp, ["a.png", "b.png"])
     _write_pngs(refs, ["a.png"])
     with pytest.raises(FixCommandError, match="b.png"):
-        _cmd(input=inp, output=tmp_path / "out", ref=refs).run()
+        fix_folder(_cmd(input=inp, output=tmp_path / "out", ref=refs))
     ref_map = tmp_path / "map.json"
     ref_map.write_text(json.dumps({"a.png": "refs/a.png"}))
     with pytest.raises(FixCommandError, match="no entry"):
-        _cmd(input=inp, output=tmp_path / "out", ref_map=ref_map).run()
+        fix_folder(_cmd(input=inp, output=tmp_path / "out", ref_map=ref_map))
     assert not (tmp_path / "out").exists()  # nothing written before the check
 
 
 def test_empty_folder_and_unreadable_image(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FixCommandError, match="no images"):
-        _cmd(input=tmp_path / "empty", output=tmp_path / "out").run()
+        fix_folder(_cmd(input=tmp_path / "empty", output=tmp_path / "out"))
     inp = tmp_path / "in"
     _write_pngs(inp, ["a.png"])
     (inp / "broken.png").write_bytes(b"not a png")
     with pytest.raises(FixCommandError, match="broken.png"):
-        _cmd(input=inp, output=tmp_path / "out").run()
+        fix_folder(_cmd(input=inp, output=tmp_path / "out"))
     assert (tmp_path / "out" / "a.png").is_file()  # the readable one was still fixed
 
 
 def test_main_prints_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as info:
-        tyro.cli(FixCommand, args=["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--base", "tiny"]).main()
+        cli.entrypoint(["fix", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--base", "tiny"])
     assert "no images found" in str(info.value.code)
 
 
@@ -121,12 +121,12 @@ def test_saved_model_via_adapter_and_base(tmp_path):
         for p in fixer.trainable_parameters():
             p.add_(0.05)
     saved = fixer.save_pretrained(tmp_path / "model")
-    _cmd(input=inp, output=tmp_path / "o1", base=None, adapter=Path(saved)).run()
-    _cmd(input=inp, output=tmp_path / "o2", base=saved).run()
-    _cmd(input=inp, output=tmp_path / "o3").run()  # untrained tiny for contrast
+    fix_folder(_cmd(input=inp, output=tmp_path / "o1", base=None, adapter=Path(saved)))
+    fix_folder(_cmd(input=inp, output=tmp_path / "o2", base=saved))
+    fix_folder(_cmd(input=inp, output=tmp_path / "o3"))  # untrained tiny for contrast
     a, b, c = (np.asarray(Image.open(tmp_path / o / "a.png")) for o in ("o1", "o2", "o3"))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     # pix2pix-turbo takes no reference.
     _write_pngs(tmp_path / "refs", ["a.png"])
     with pytest.raises(FixCommandError, match="no reference"):
-        _cmd(input=inp, output=tmp_path / "o4", adapter=Path(saved), base=None, ref=tmp_path / "refs").run()
+        fix_folder(_cmd(input=inp, output=tmp_path / "o4", adapter=Path(saved), base=None, ref=tmp_path / "refs"))

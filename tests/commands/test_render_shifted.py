@@ -11,8 +11,8 @@ import torch
 import tyro
 from PIL import Image
 
-from difix_refiner.cameras import render_command
-from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
+from difix_refiner.commands import render as render_command
+from difix_refiner.commands.render import RenderRecordedCommand, RenderShiftedCommand
 from difix_refiner.fixer.render_fixing import fix_render, load_fixer, read_photo
 
 WORLD_Z = np.array([0.0, 0.0, 1.0])

@@ -10,8 +10,8 @@ import tyro
 from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.data.dataparsers.base_dataparser import transform_poses_to_original_space
 
-from difix_refiner.cameras import shift_command
-from difix_refiner.cameras.shift_command import ShiftPathCommand
+from difix_refiner.commands import shift_path as shift_command
+from difix_refiner.commands.shift_path import ShiftPathCommand
 
 PANDASET = Path("/work/shared/data/pandaset_002")
 WORLD_Z = np.array([0.0, 0.0, 1.0])

@@ -13,8 +13,8 @@ import pytest
 import tyro
 from PIL import Image
 
-from difix_refiner.cameras.render_command import RenderShiftedCommand
-from difix_refiner.cameras.shift_command import ShiftPathCommand
+from difix_refiner.commands.render import RenderShiftedCommand
+from difix_refiner.commands.shift_path import ShiftPathCommand
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from difix_refiner.cameras.run_data import InputError
-from difix_refiner.evaluation import image_metrics as im
-from difix_refiner.evaluation import lpips_metric
-from difix_refiner.evaluation.eval_command import (
+from difix_refiner.core.errors import InputError
+from difix_refiner.core import image_metrics as im
+from difix_refiner.core import lpips as lpips_metric
+from difix_refiner.evaluation.evaluate_run import (
     EvalSettings,
     cross_camera_views,
     heldout_views,

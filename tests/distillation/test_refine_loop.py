@@ -41,7 +41,7 @@ def run_dir(trainer) -> Path:
 
 
 def test_rounds_make_and_cache_pseudo_views(run):
-    from difix_refiner.nerfstudio.pseudo_views import PseudoViewStore
+    from difix_refiner.distillation.pseudo_views import PseudoViewStore
 
     pipeline = run.pipeline
     store = PseudoViewStore.load(run_dir(run) / "pseudo_views")
@@ -142,7 +142,7 @@ def test_checkpoints_hold_no_fixer_weights(run):
 
 
 def test_resume_reloads_pseudo_views(run, tmp_path):
-    from difix_refiner.nerfstudio.pseudo_views import PseudoViewStore
+    from difix_refiner.distillation.pseudo_views import PseudoViewStore
 
     source = PseudoViewStore.load(run_dir(run) / "pseudo_views")
     models = run_dir(run) / "nerfstudio_models"
@@ -186,7 +186,7 @@ def free_port() -> int:
 def test_viewer_draws_pseudo_views_as_cameras(run):
     import viser
 
-    from difix_refiner.nerfstudio.pseudo_views import PseudoViewStore
+    from difix_refiner.distillation.pseudo_views import PseudoViewStore
 
     class FakeViewerState:  # what the pipeline uses of nerfstudio's ViewerState
         def __init__(self, server):

@@ -11,9 +11,10 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 
-from difix_refiner.cameras.run_data import InputError, recorded_images
-from difix_refiner.nerfstudio.difix_refiner_pipeline import _check_fixer_source, recorded_for_refine
-from difix_refiner.nerfstudio.pseudo_views import (
+from difix_refiner.core.errors import InputError
+from difix_refiner.scene.trained_run import recorded_images
+from difix_refiner.distillation.pipeline import _check_fixer_source, recorded_for_refine
+from difix_refiner.distillation.pseudo_views import (
     PseudoViewRecord,
     PseudoViewStore,
     format_metres,
@@ -22,7 +23,7 @@ from difix_refiner.nerfstudio.pseudo_views import (
     offset_cameras,
     pose_distances,
 )
-from difix_refiner.nerfstudio.refine_config import RefineConfig
+from difix_refiner.distillation.refine_config import RefineConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,10 +201,10 @@ def test_missing_local_fixer_fails_at_start_up(tmp_path, monkeypatch):
 
 
 def test_presets():
-    from difix_refiner_method_configs.difix_refiner_config import difix_refiner_cpu_method, difix_refiner_method
+    from difix_refiner.method_configs import difix_refiner_cpu_method, difix_refiner_method
 
-    from difix_refiner.nerfstudio.difix_refiner_datamanager import DifixRefinerDatamanagerConfig
-    from difix_refiner.nerfstudio.difix_refiner_pipeline import DifixRefinerPipelineConfig
+    from difix_refiner.distillation.datamanager import DifixRefinerDatamanagerConfig
+    from difix_refiner.distillation.pipeline import DifixRefinerPipelineConfig
 
     gpu, cpu = difix_refiner_method.config, difix_refiner_cpu_method.config
     assert gpu.method_name == "difix-refiner" and cpu.method_name == "difix-refiner-cpu"

@@ -13,7 +13,7 @@ import pytest
 import tyro
 from PIL import Image
 
-from difix_refiner.evaluation.eval_command import EvalCommand
+from difix_refiner.evaluation.evaluate_run import EvalCommand
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"
@@ -103,7 +103,7 @@ def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
 def test_cross_camera_sheet_shows_photo_and_each_runs_render(tiny_run, monkeypatch):
     import numpy as np
 
-    from difix_refiner.evaluation.eval_command import EvalSettings, build_cross_camera_sheet, evaluate_run
+    from difix_refiner.evaluation.evaluate_run import EvalSettings, build_cross_camera_sheet, evaluate_run
 
     monkeypatch.chdir(REPO)
     settings = EvalSettings(offsets=(1.0,), frame_stride=80, heldout_stride=10, cross_camera_stride=80, thumbnail_width=40)
@@ -125,9 +125,9 @@ def test_plus_step_uses_the_nearest_training_photo_as_reference(tiny_run, monkey
     import numpy as np
 
     from difix_refiner.evaluation import eval_command as ec
-    from difix_refiner.evaluation import image_metrics as im
+    from difix_refiner.core import image_metrics as im
     from difix_refiner.fixer import Fixer
-    from difix_refiner.training.reference_views import nearest_reference
+    from difix_refiner.cameras.reference_views import nearest_reference
 
     monkeypatch.chdir(REPO)
     fixer = Fixer.tiny().eval()

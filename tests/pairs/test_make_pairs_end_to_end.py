@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from difix_refiner.training.pairs import read_pairs, validate_pairs
-from difix_refiner.training.pairs_command import MakePairsCommand
-from difix_refiner.training.reference_views import DEFAULT_ANGLE_WEIGHT, pose_costs
+from difix_refiner.pairs.format import read_pairs, validate_pairs
+from difix_refiner.commands.make_pairs import MakePairsCommand
+from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT, pose_costs
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from difix_refiner.data.pandaset import load_camera
-from difix_refiner.training.pairs import validate_pairs
-from difix_refiner.training.pairs_command import MakePairsCommand
+from difix_refiner.pairs.format import validate_pairs
+from difix_refiner.commands.make_pairs import MakePairsCommand
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"

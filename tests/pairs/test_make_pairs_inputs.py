@@ -9,9 +9,9 @@ import pytest
 import tyro
 from PIL import Image
 
-from difix_refiner.cameras.run_data import InputError
+from difix_refiner.core.errors import InputError
 from difix_refiner.data.pandaset import quat_wxyz_to_matrix
-from difix_refiner.training.make_pairs import (
+from difix_refiner.pairs.make_pairs import (
     FrameSplit,
     matrix_to_quat_wxyz,
     nearest_steps,
@@ -21,9 +21,9 @@ from difix_refiner.training.make_pairs import (
     write_pandaset_folder,
 )
 from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
-from difix_refiner.training.pairs import PairEntry, read_pairs, validate_pairs, write_pairs
-from difix_refiner.training.pairs_command import MakePairsCommand, MergePairsCommand
-from difix_refiner.training.reference_views import nearest_reference, pose_costs
+from difix_refiner.pairs.format import PairEntry, read_pairs, validate_pairs, write_pairs
+from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
+from difix_refiner.cameras.reference_views import nearest_reference, pose_costs
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"
@@ -208,7 +208,7 @@ def test_output_folder_conflicts(tmp_path):
 
 @needs_example
 def test_overwrite_replaces_only_make_pairs_results(tmp_path):
-    from difix_refiner.training.make_pairs import MakePairsJob
+    from difix_refiner.pairs.make_pairs import MakePairsJob
 
     out = tmp_path / "out"
     (out / "runs" / "base").mkdir(parents=True)

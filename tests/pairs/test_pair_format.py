@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from difix_refiner.training.pairs import (
+from difix_refiner.pairs.format import (
     PairDataset,
     PairEntry,
     PairsError,

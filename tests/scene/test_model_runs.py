@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from difix_refiner.evaluation.lpips_metric import LazyLPIPS, alexnet_weights_path
-from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
+from difix_refiner.core.lpips import LazyLPIPS, alexnet_weights_path
+from difix_refiner.scene.model import DifixRefinerModelConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SCENE = REPO / "examples" / "pandaset_002"

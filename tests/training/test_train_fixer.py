@@ -22,7 +22,7 @@ from difix_refiner.training.checkpointing import list_checkpoints
 from difix_refiner.training.discriminator import DiscriminatorConfig
 from difix_refiner.training.objectives import PairedObjectiveConfig, UnpairedObjectiveConfig
 from difix_refiner.training.perceptual import PerceptualConfig, RandomInitWarning
-from difix_refiner.training.train_command import (
+from difix_refiner.commands.train_fixer import (
     CheckpointOptions,
     OptimOptions,
     TrainFixerCommand,
@@ -37,7 +37,8 @@ from difix_refiner.training.train_fixer import (
     lr_factor,
     train_fixer,
 )
-from difix_refiner.training.validation import psnr, ssim
+from difix_refiner.core.image_metrics import psnr_batch as psnr
+from difix_refiner.core.image_metrics import ssim_batch as ssim
 
 NO_WEIGHTS = PerceptualConfig(search_caches=False)  # nothing on disk: preset LPIPS/Gram switch off
 RANDOM = PerceptualConfig(search_caches=False, random_init=True)
