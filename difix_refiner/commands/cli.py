@@ -26,7 +26,10 @@ def subcommands() -> Dict[str, type]:
     from difix_refiner.commands.eval import EvalCommand
     from difix_refiner.commands.fix import FixCommand
     from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
-    from difix_refiner.commands.render import RenderRecordedCommand, RenderShiftedCommand
+    from difix_refiner.commands.render import (
+        RenderRecordedCommand,
+        RenderShiftedCommand,
+    )
     from difix_refiner.commands.shift_path import ShiftPathCommand
     from difix_refiner.commands.train_fixer import TrainFixerCommand
 

@@ -7,16 +7,29 @@ import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tyro
 
+from difix_refiner.cameras.trajectory import DEFAULT_LOOK_AHEAD_M, DEFAULT_WINDOW_M
 from difix_refiner.core import atomic
-from difix_refiner.core.contact_sheet import LabelledRow, make_row_sheet, offset_rows, sample_positions, thumbnail
+from difix_refiner.core.contact_sheet import (
+    LabelledRow,
+    make_row_sheet,
+    offset_rows,
+    sample_positions,
+    thumbnail,
+)
 from difix_refiner.core.errors import InputError
+from difix_refiner.core.progress import progress_bar
+from difix_refiner.core.video import Mp4Writer, video_backend
 from difix_refiner.fixer.options import FixerOptions, resolve_device
-from difix_refiner.scene.run_pipeline import load_pipeline, render_camera, training_cameras
+from difix_refiner.scene.run_pipeline import (
+    load_pipeline,
+    render_camera,
+    training_cameras,
+)
 from difix_refiner.scene.shift_options import ShiftOptions
 from difix_refiner.scene.trained_run import (
     RecordedImages,
@@ -25,8 +38,6 @@ from difix_refiner.scene.trained_run import (
     offset_name,
     recorded_images,
 )
-from difix_refiner.cameras.trajectory import DEFAULT_LOOK_AHEAD_M, DEFAULT_WINDOW_M
-from difix_refiner.core.video import Mp4Writer, video_backend
 
 CONTACT_SHEET = "contact_sheet.png"
 CONTACT_SHEET_FIXED = "contact_sheet_fixed.png"
@@ -267,7 +278,7 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
         }
         thumbs: Dict[float, Dict[int, np.ndarray]] = {}
         fixed_thumbs: Dict[float, Dict[int, np.ndarray]] = {}
-        with _progress() as progress:
+        with progress_bar("Rendering offset {task.description}") as progress:
             for offset in all_offsets:
                 entry = self._render_offset(drive, offset, progress, thumbs.setdefault(offset, {}), fixed_thumbs.setdefault(offset, {}))
                 manifest["offsets"].append(entry)
@@ -353,18 +364,6 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 
     # Inside a temporary folder already, so a plain write is atomic from the outside.
     Image.fromarray(image).save(path, format="PNG")
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("Rendering offset {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
 
 
 @dataclass

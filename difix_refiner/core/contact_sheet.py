@@ -10,6 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 RECORDED_TEXT = (170, 0, 0)
+MISSING = (200, 200, 200)
+"""Fill of a cell whose row has no thumbnail of that frame."""
 
 
 def sample_positions(num_frames: int, num_samples: int) -> List[int]:
@@ -26,7 +28,7 @@ def offset_label(offset_m: float) -> str:
     return f"{offset_m:+g} m ({'left' if offset_m > 0 else 'right'})"
 
 
-def font(size: int) -> ImageFont.ImageFont:
+def load_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)  # scalable bundled font (Pillow >= 10.1 with FreeType)
     except TypeError:
@@ -85,18 +87,23 @@ def make_contact_sheet(
     return make_row_sheet(offset_rows(thumbnails), frame_labels)
 
 
-def make_row_sheet(rows: Sequence[LabelledRow], frame_labels: Sequence[int]) -> Image.Image:
+def make_row_sheet(
+    rows: Sequence[LabelledRow], frame_labels: Sequence[int], label_margin: Optional[int] = None
+) -> Image.Image:
     """Assemble a grid of labelled rows (top to bottom, in order) by frames (columns).
 
     Args:
-        rows: The rows; every row has a thumbnail of each frame, all the same size.
+        rows: The rows. Rows without any thumbnail are left out; a frame a row has no thumbnail of
+            shows a grey cell, and thumbnails are resized to the first one's size.
         frame_labels: Frame indices of the columns, in order.
+        label_margin: Width in pixels of the label column; default ``max(140, thumbnail width / 2)``.
     """
+    rows = [row for row in rows if row.thumbnails]
     if not rows or not frame_labels:
-        raise ValueError("a contact sheet needs at least one row and one frame")
+        raise ValueError("a contact sheet needs at least one row with images and one frame")
     th, tw = next(iter(rows[0].thumbnails.values())).shape[:2]
-    font = font(max(12, tw // 18))
-    margin_left = max(140, tw // 2)
+    font = load_font(max(12, tw // 18))
+    margin_left = max(140, tw // 2) if label_margin is None else label_margin
     header = max(28, th // 6)
     pad = 4
     width = margin_left + len(frame_labels) * (tw + pad) + pad
@@ -113,5 +120,11 @@ def make_row_sheet(rows: Sequence[LabelledRow], frame_labels: Sequence[int]) -> 
         draw.multiline_text((8, y + th // 2 - lines * header // 3), row.label, fill=colour, font=font)
         for c, frame in enumerate(frame_labels):
             x = margin_left + pad + c * (tw + pad)
-            sheet.paste(Image.fromarray(row.thumbnails[frame]), (x, y))
+            cell = row.thumbnails.get(frame)
+            if cell is None:
+                draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=MISSING)
+                continue
+            if cell.shape[:2] != (th, tw):
+                cell = np.asarray(Image.fromarray(cell).resize((tw, th), Image.BILINEAR))
+            sheet.paste(Image.fromarray(cell), (x, y))
     return sheet

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from difix_refiner.core.errors import InputError
 
 LUMA = np.array([0.299, 0.587, 0.114])

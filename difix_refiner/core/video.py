@@ -73,8 +73,9 @@ class Mp4Writer:
         if self.backend == "mediapy":
             self._frames.append(image)
             return
-        import av
         from fractions import Fraction
+
+        import av
 
         if self._container is None:
             self._container = av.open(str(self.path), mode="w", format="mp4")

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
-
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import (
+    FullImageDatamanager,
+    FullImageDatamanagerConfig,
+)
 
 PSEUDO_VIEW_KEY = "pseudo_view"
 """Batch key present (holding the view's file name) when a training batch is a pseudo view."""

@@ -29,24 +29,25 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Type
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.callbacks import (
+    TrainingCallback,
+    TrainingCallbackAttributes,
+    TrainingCallbackLocation,
+)
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from difix_refiner.core.errors import InputError
-from difix_refiner.scene.trained_run import RecordedImages, recorded_images
 from difix_refiner.cameras.stepping import step_toward
+from difix_refiner.core.errors import InputError
 from difix_refiner.distillation.datamanager import (
     PSEUDO_VIEW_KEY,
     DifixRefinerDatamanager,
     DifixRefinerDatamanagerConfig,
     PseudoViewSample,
 )
-from difix_refiner.scene.model import DifixRefinerModelConfig
 from difix_refiner.distillation.pseudo_views import (
     NovelCamera,
     PseudoViewRecord,
@@ -58,6 +59,8 @@ from difix_refiner.distillation.pseudo_views import (
     pose_key,
 )
 from difix_refiner.distillation.refine_config import RefineConfig
+from difix_refiner.scene.model import DifixRefinerModelConfig
+from difix_refiner.scene.trained_run import RecordedImages, recorded_images
 
 PSEUDO_VIEW_DIR = "pseudo_views"
 """Folder of the pseudo views inside the run folder."""
@@ -553,7 +556,6 @@ class DifixRefinerPipeline(VanillaPipeline):
             return
         try:
             import viser.transforms as vtf
-
             from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
             for handle in st.frustums:

@@ -32,9 +32,9 @@ from typing import Dict, List, Literal, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from difix_refiner.cameras.trajectory import shift_poses
 from difix_refiner.core.atomic import atomic_path, write_json
 from difix_refiner.scene.trained_run import RecordedImages
-from difix_refiner.cameras.trajectory import shift_poses
 
 INDEX_NAME = "index.json"
 """Index file of a pseudo-view folder."""

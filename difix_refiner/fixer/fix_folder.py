@@ -29,7 +29,6 @@ from difix_refiner.fixer.folder_io import (
 )
 from difix_refiner.fixer.model import Fixer
 from difix_refiner.fixer.options import resolve_dtype
-from difix_refiner.fixer.weights import FixerWeightsError
 
 logger = logging.getLogger(__name__)
 

@@ -29,12 +29,24 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from difix_refiner.fixer.attention import cross_view_attention_names, install_multiview_attention
+from difix_refiner.fixer.attention import (
+    cross_view_attention_names,
+    install_multiview_attention,
+)
 from difix_refiner.fixer.config import FixerConfig, Variant
 from difix_refiner.fixer.lora import ADAPTER_NAME, add_lora, is_lora_parameter
-from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config, tiny_components
+from difix_refiner.fixer.presets import (
+    DEFAULT_BASE,
+    sd_scheduler_config,
+    tiny_components,
+)
 from difix_refiner.fixer.text import encode_prompt_clip
-from difix_refiner.fixer.vae_skips import SkipConvs, decode_with_skips, encode_with_skips, skip_channels
+from difix_refiner.fixer.vae_skips import (
+    SkipConvs,
+    decode_with_skips,
+    encode_with_skips,
+    skip_channels,
+)
 from difix_refiner.fixer.weights import (
     FORMAT,
     FORMAT_VERSION,

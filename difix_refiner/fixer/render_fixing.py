@@ -18,6 +18,7 @@ import numpy as np
 
 from difix_refiner.core.errors import InputError
 
+
 def takes_references(fixer: Any) -> bool:
     """Whether ``fixer`` uses reference views (only the Difix variant joins views)."""
     return bool(getattr(fixer.config, "supports_references", False))

@@ -30,8 +30,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config
 from difix_refiner.core.errors import InputError
+from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config
 
 CONFIG_NAME = "fixer_config.json"
 WEIGHTS_NAME = "fixer.safetensors"

@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple, Type, Union
 
 import torch
-
 from gsplat.strategy import DefaultStrategy
-from pytorch_msssim import SSIM
-from torchmetrics.image import PeakSignalNoiseRatio
-
 from nerfstudio.cameras.camera_optimizers import CameraOptimizer
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
@@ -34,6 +30,8 @@ from nerfstudio.models.splatfacto import (
 )
 from nerfstudio.utils.colors import get_color
 from nerfstudio.utils.rich_utils import CONSOLE
+from pytorch_msssim import SSIM
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from difix_refiner.core.lpips import LazyLPIPS
 from difix_refiner.rendering import rasterize

@@ -9,9 +9,13 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from difix_refiner.cameras.trajectory import (
+    DEFAULT_LOOK_AHEAD_M,
+    DEFAULT_WINDOW_M,
+    shift_poses,
+)
 from difix_refiner.core.errors import InputError
 from difix_refiner.scene.trained_run import RecordedImages, validate_offsets
-from difix_refiner.cameras.trajectory import DEFAULT_LOOK_AHEAD_M, DEFAULT_WINDOW_M, shift_poses
 
 
 @dataclass

@@ -22,9 +22,13 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from difix_refiner.cameras.trajectory import DEFAULT_WINDOW_M, VehicleAxes, as_pose_array, rig_axes
+from difix_refiner.cameras.trajectory import (
+    DEFAULT_WINDOW_M,
+    VehicleAxes,
+    as_pose_array,
+    rig_axes,
+)
 from difix_refiner.core.errors import InputError
-
 
 SUPPORTED_METHODS = ("difix-refiner", "splatfacto")
 """Method names (and ``<name>-*`` variants) whose runs the commands accept."""

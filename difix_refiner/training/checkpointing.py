@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
 from difix_refiner.core.errors import InputError
 
 CHECKPOINT_FORMAT = "difix-refiner-train-checkpoint"

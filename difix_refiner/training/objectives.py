@@ -51,7 +51,11 @@ from difix_refiner.training.losses import (
     l2_loss,
     lpips_loss,
 )
-from difix_refiner.training.perceptual import PerceptualBackbones, PerceptualConfig, PerceptualWeightsError
+from difix_refiner.training.perceptual import (
+    PerceptualBackbones,
+    PerceptualConfig,
+    PerceptualWeightsError,
+)
 
 PairedPreset = Literal["difix", "pix2pix-turbo"]
 

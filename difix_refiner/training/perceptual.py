@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from difix_refiner.core.errors import InputError
 
 # torchvision's file name for the ImageNet VGG16 weights (VGG16_Weights.IMAGENET1K_V1).

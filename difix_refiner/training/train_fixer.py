@@ -1,4 +1,4 @@
-"""The training loop of ``difix-refiner train-fixer`` (options: :mod:`difix_refiner.commands.train_fixer`).
+"""The training loop of ``difix-refiner train-fixer`` (options: :mod:`difix_refiner.training.train_config`).
 
 Two modes:
 
@@ -42,287 +42,65 @@ Plumbing:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
-import math
 import random
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from difix_refiner.core import atomic
 from difix_refiner.fixer import Fixer, FixerConfig, FixerWeightsError
 from difix_refiner.fixer.folder_io import FixCommandError, list_images
+from difix_refiner.pairs.format import (
+    PairDataset,
+    PairsError,
+    validate_pairs,
+)
 from difix_refiner.training import checkpointing as ckpt
 from difix_refiner.training.checkpointing import CheckpointError
+from difix_refiner.training.fixer_data import (
+    EpochItems,
+    ImageFolderDataset,
+    StreamSampler,
+    _check_crop,
+    check_sizes,
+)
+from difix_refiner.training.lr_schedule import default_lr, default_warmup, lr_factor
 from difix_refiner.training.objectives import PairedObjective, UnpairedObjective
-from difix_refiner.pairs.format import PairDataset, PairsError, load_image, validate_pairs
 from difix_refiner.training.perceptual import PerceptualWeightsError
-from difix_refiner.training.validation import EvalResult, evaluate_pairs, grid_to_tensor, make_grid
-from difix_refiner.core.errors import InputError
-
-if TYPE_CHECKING:  # annotations only: the command module imports this one lazily
-    from difix_refiner.commands.train_fixer import TrainFixerCommand
+from difix_refiner.training.run_folder import (
+    CONFIG_FILE,
+    FINAL_GRID,
+    LOSSES_FILE,
+    METRICS_FILE,
+    _to_jsonable,
+    prepare_output,
+)
+from difix_refiner.training.train_config import TrainFixerConfig, TrainFixerError
+from difix_refiner.training.validation import (
+    EvalResult,
+    evaluate_pairs,
+    grid_to_tensor,
+    make_grid,
+)
 
 logger = logging.getLogger(__name__)
 
-# Learning rates. The published ones are for pretrained SD-Turbo: Difix README 2e-5, pix2pix-turbo
-# 5e-6, CycleGAN-Turbo 1e-5. The tiny model starts from random weights and is trained whole; at those
-# rates it barely moves. On blur+noise PandaSet pairs (256 crops, 100 steps) 1e-3 reached a lower loss
-# than 3e-4 (test PSNR 22.0 vs 19.2 dB at step 50/100) with gradient norms settling below 0.15.
-TINY_LR = 1e-3
-PUBLISHED_LR = {"difix": 2e-5, "pix2pix-turbo": 5e-6, "unpaired": 1e-5}
-MAX_DEFAULT_WARMUP = 500
-
-# Entries of the run folder this command writes (--overwrite deletes exactly these).
-CONFIG_FILE = "train_config.json"
-LOSSES_FILE = "losses.jsonl"
-METRICS_FILE = "metrics.json"
-FINAL_GRID = "final_grid.png"
-OWNED = ("checkpoints", "tensorboard", "val", "fixer", "fixer_reverse", CONFIG_FILE, LOSSES_FILE, METRICS_FILE, FINAL_GRID)
 # Options that may change between a run and its resumption without changing the trajectory.
 _RESUME_FREE = {
     "output", "resume", "resume_from", "overwrite", "max_steps", "num_workers", "log_every", "progress",
     "threads", "device", "checkpoint", "validation",
 }  # fmt: skip
 _GRAD_BUCKET = 32 * 1024 * 1024  # elements per all-reduce bucket (128 MiB in fp32)
-
-
-class TrainFixerError(InputError):
-    """A problem with the command's inputs or output folder; the message is meant for the user."""
-
-
-# --------------------------------------------------------------------------- learning rate
-
-
-def default_lr(base: str, mode: str, preset: str) -> float:
-    """The learning rate used when ``--optim.lr`` is not given (see ``OptimOptions.lr``)."""
-    if base == "tiny":
-        return TINY_LR
-    return PUBLISHED_LR["unpaired" if mode == "unpaired" else preset]
-
-
-def default_warmup(max_steps: int) -> int:
-    """5% of the run, at most 500 steps."""
-    return min(MAX_DEFAULT_WARMUP, max_steps // 20)
-
-
-def lr_factor(step: int, *, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the peak LR for the update with index ``step`` (0-based): linear warm-up from
-    1/warmup to 1, then constant or cosine down to ``min_ratio`` at ``max_steps``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    span = max(1, max_steps - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# --------------------------------------------------------------------------- data
-
-
-class StreamSampler(Sampler):
-    """This process's share of an endless, seeded stream of ``(epoch, index)`` items.
-
-    The stream concatenates permutations of ``range(size)`` drawn from ``(seed, epoch)``. Global
-    batch ``s`` covers stream positions ``[s*G, (s+1)*G)`` with ``G = batch_size * world``; process
-    ``rank`` takes ``[s*G + rank*batch_size, s*G + (rank+1)*batch_size)``. Iteration starts at
-    ``start_step``, so resuming needs only the step.
-    """
-
-    def __init__(self, size: int, seed: int, batch_size: int, rank: int = 0, world: int = 1, start_step: int = 0):
-        if size <= 0:
-            raise ValueError("cannot sample from an empty dataset")
-        self.size, self.seed, self.batch_size = size, seed, batch_size
-        self.rank, self.world, self.start_step = rank, world, start_step
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def item(self, position: int) -> tuple[int, int]:
-        """(epoch, dataset index) at a stream position."""
-        epoch, offset = divmod(position, self.size)
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng((self.seed, epoch)).permutation(self.size))
-        return epoch, int(self._perm[1][offset])
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        global_batch = self.batch_size * self.world
-        step = self.start_step
-        while True:
-            first = step * global_batch + self.rank * self.batch_size
-            for position in range(first, first + self.batch_size):
-                yield self.item(position)
-            step += 1
-
-
-class EpochItems(Dataset):
-    """Index a dataset with ``(epoch, index)``: the epoch picks the item's random crop."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        epoch, index = key
-        self.dataset.set_epoch(epoch)  # a worker process has its own copy; calls there are sequential
-        return self.dataset[index]
-
-
-class ImageFolderDataset(Dataset):
-    """Images of one folder (unpaired training), with random crops reproducible from (seed, epoch, index).
-
-    Items: {"image": [3, h, w] in [0, 1], "id": file name}.
-    """
-
-    def __init__(self, folder: Path, crop: tuple[int, int] | None, seed: int) -> None:
-        self.folder = Path(folder)
-        try:
-            self.files = list_images(self.folder)
-        except FixCommandError as err:
-            raise TrainFixerError(str(err)) from None
-        self.crop, self.seed, self.epoch = crop, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw other (still reproducible) crops in each epoch."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.files[index]
-        image = load_image(path)  # [3, H, W]
-        if self.crop is not None:
-            ch, cw = self.crop
-            h, w = image.shape[1:]
-            if ch > h or cw > w:
-                raise TrainFixerError(f"'{path}' ({h}x{w}) is smaller than the crop {ch}x{cw}")
-            rng = np.random.default_rng((self.seed, self.epoch, index))
-            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            image = image[:, top : top + ch, left : left + cw]
-        return {"image": image.contiguous(), "id": path.name}
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
-
-
-def check_sizes(paths: list[Path], crop: tuple[int, int] | None, batch_size: int, what: str) -> None:
-    """Every image must hold the crop (or, uncropped and batched, all must share one size)."""
-    sizes = {p: _image_size(p) for p in paths}
-    if crop is not None:
-        small = [(p, s) for p, s in sizes.items() if s[0] < crop[0] or s[1] < crop[1]]
-        if small:
-            shown = "; ".join(f"'{p}' is {h}x{w}" for p, (h, w) in small[:3])
-            raise TrainFixerError(
-                f"{len(small)} {what} images are smaller than --crop {crop[0]} {crop[1]} (H W): {shown}. Use a smaller crop."
-            )
-    elif batch_size > 1 and len(set(sizes.values())) > 1:
-        raise TrainFixerError(
-            f"{what} images differ in size ({sorted(set(sizes.values()))[:4]} ...); with --crop None they cannot be "
-            "batched: give --crop H W or --batch-size 1"
-        )
-
-
-def _check_crop(crop: tuple[int, int] | None) -> tuple[int, int] | None:
-    if crop is None:
-        return None
-    crop = (int(crop[0]), int(crop[1]))
-    if min(crop) <= 0 or crop[0] % 8 or crop[1] % 8:
-        raise TrainFixerError(f"--crop {crop[0]} {crop[1]}: both sides must be positive multiples of 8 (the VAE's factor)")
-    return crop
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-# --------------------------------------------------------------------------- output folder
-
-
-def prepare_output(cmd: TrainFixerCommand, dry_run: bool = False) -> Path | None:
-    """Check the output folder against --resume/--overwrite; return the checkpoint to resume from.
-
-    * new or empty folder: start;
-    * --resume-from CKPT: that checkpoint; --resume: the newest one, or start over when there is
-      none and the folder holds only this command's files (a run that died before its first save);
-    * --overwrite: delete this command's files, start;
-    * otherwise a non-empty folder is an error.
-
-    ``dry_run`` checks and decides without deleting anything.
-    """
-    out = Path(cmd.output)
-    if out.exists() and not out.is_dir():
-        raise TrainFixerError(f"--output '{out}' exists and is not a folder")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if cmd.resume_from is not None:
-        path = Path(cmd.resume_from)
-        if not (path / ckpt.STATE_FILE).is_file():
-            raise TrainFixerError(f"--resume-from '{path}' is not a complete checkpoint folder (no {ckpt.STATE_FILE})")
-        return path
-    if cmd.resume:
-        if cmd.overwrite:
-            raise TrainFixerError("--resume and --overwrite contradict each other; pick one")
-        latest = ckpt.latest_checkpoint(out / "checkpoints")
-        if latest is not None:
-            return latest
-        foreign = [e for e in entries if e not in OWNED]
-        if foreign:
-            raise TrainFixerError(
-                f"--resume: '{out}' has no checkpoint (checkpoints/step_*) and holds other files ({', '.join(foreign[:5])}); "
-                "nothing to resume"
-            )
-        if entries and not dry_run:
-            logger.warning("--resume: no checkpoint in '%s' yet; starting over (its train-fixer files are replaced)", out)
-            _remove_owned(out)
-        return None
-    if entries:
-        if not cmd.overwrite:
-            shown = ", ".join(entries[:6]) + (" ..." if len(entries) > 6 else "")
-            raise TrainFixerError(
-                f"--output '{out}' exists and is not empty ({shown}). Pass --resume to continue the run in it, "
-                "--overwrite to start over there, or choose another folder"
-            )
-        if dry_run:
-            return None
-        _remove_owned(out)
-        left = [e for e in entries if e not in OWNED]
-        if left:
-            logger.warning("--overwrite: kept files train-fixer does not write: %s", ", ".join(left[:6]))
-    return None
-
-
-def _remove_owned(out: Path) -> None:
-    for name in OWNED:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -335,7 +113,7 @@ class FixerTrainer:
     :meth:`setup`, :meth:`training_step`, :meth:`save_checkpoint`, :meth:`validate`, :meth:`finish`.
     """
 
-    def __init__(self, cmd: TrainFixerCommand) -> None:
+    def __init__(self, cmd: TrainFixerConfig) -> None:
         self.cmd = cmd
         self.out = Path(cmd.output)
         self.mode = ""
@@ -1048,7 +826,7 @@ class FixerTrainer:
         return metrics
 
 
-def train_fixer(cmd: TrainFixerCommand) -> dict[str, Any]:
+def train_fixer(cmd: TrainFixerConfig) -> dict[str, Any]:
     """Run ``train-fixer`` with the given options; returns the final metrics (also in OUT/metrics.json)."""
     return FixerTrainer(cmd).run()
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from difix_refiner.core.contact_sheet import font
+from difix_refiner.core.contact_sheet import load_font
 from difix_refiner.core.image_metrics import psnr_batch, ssim_batch
 
 # --------------------------------------------------------------------------- metrics
@@ -133,9 +133,9 @@ def make_grid(result: EvalResult, tile_width: int = 384, title: str | None = Non
     height = header_h + sum(row_hs) + gap * (len(tiles) - 1)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = font(13)
+    font = load_font(13)
     if title:
-        draw.text((4, 4), title, fill=(0, 0, 0), font=font(15))
+        draw.text((4, 4), title, fill=(0, 0, 0), font=load_font(15))
     y = header_h
     for (key, *_), row, row_h in zip(result.rows, tiles, row_hs):
         rec = records.get(key, {})

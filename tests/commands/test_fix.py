@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from difix_refiner.fixer import Fixer
 from difix_refiner.commands import cli
+from difix_refiner.fixer import Fixer
 from difix_refiner.fixer.fix_folder import FixFolderConfig, fix_folder
 from difix_refiner.fixer.folder_io import FixCommandError
 

@@ -17,28 +17,28 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from difix_refiner.core.image_metrics import psnr_batch as psnr
+from difix_refiner.core.image_metrics import ssim_batch as ssim
 from difix_refiner.fixer import Fixer
 from difix_refiner.training.checkpointing import list_checkpoints
 from difix_refiner.training.discriminator import DiscriminatorConfig
-from difix_refiner.training.objectives import PairedObjectiveConfig, UnpairedObjectiveConfig
+from difix_refiner.training.fixer_data import StreamSampler
+from difix_refiner.training.lr_schedule import lr_factor
+from difix_refiner.training.objectives import (
+    PairedObjectiveConfig,
+    UnpairedObjectiveConfig,
+)
 from difix_refiner.training.perceptual import PerceptualConfig, RandomInitWarning
-from difix_refiner.commands.train_fixer import (
+from difix_refiner.training.run_folder import LOSSES_FILE
+from difix_refiner.training.train_config import (
     CheckpointOptions,
     OptimOptions,
-    TrainFixerCommand,
+    TrainFixerConfig,
+    TrainFixerError,
     UnpairedOptions,
     ValidationOptions,
 )
-from difix_refiner.training.train_fixer import (
-    LOSSES_FILE,
-    FixerTrainer,
-    StreamSampler,
-    TrainFixerError,
-    lr_factor,
-    train_fixer,
-)
-from difix_refiner.core.image_metrics import psnr_batch as psnr
-from difix_refiner.core.image_metrics import ssim_batch as ssim
+from difix_refiner.training.train_fixer import FixerTrainer, train_fixer
 
 NO_WEIGHTS = PerceptualConfig(search_caches=False)  # nothing on disk: preset LPIPS/Gram switch off
 RANDOM = PerceptualConfig(search_caches=False, random_init=True)
@@ -81,7 +81,7 @@ def make_pairs(root: Path, n_train: int = 3, n_test: int = 2, h: int = 48, w: in
     return path
 
 
-def command(pairs: Path | None, out: Path, **kw) -> TrainFixerCommand:
+def command(pairs: Path | None, out: Path, **kw) -> TrainFixerConfig:
     """A small CPU run: tiny fixer, 32x32 crops, batch 2, no workers, no progress bar."""
     defaults = dict(
         output=out,
@@ -98,7 +98,7 @@ def command(pairs: Path | None, out: Path, **kw) -> TrainFixerCommand:
         validation=ValidationOptions(every=0),
     )
     defaults.update(kw)
-    return TrainFixerCommand(**defaults)
+    return TrainFixerConfig(**defaults)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_divergence_stops_before_touching_the_weights(pairs, tmp_path, monkeypat
 # --------------------------------------------------------------------------- resume
 
 
-def _resume_cmd(pairs: Path, out: Path, max_steps: int, **kw) -> TrainFixerCommand:
+def _resume_cmd(pairs: Path, out: Path, max_steps: int, **kw) -> TrainFixerConfig:
     # GAN (PatchGAN, spectral-norm buffers), Gram on random 16-pixel crops (draws from the torch RNG),
     # cosine schedule with warm-up and 3 pairs in batches of 2 (epoch boundaries inside a batch): the
     # resumed run must restore all of it.

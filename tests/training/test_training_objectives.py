@@ -15,7 +15,11 @@ from difix_refiner.training.objectives import (
     UnpairedObjective,
     UnpairedObjectiveConfig,
 )
-from difix_refiner.training.perceptual import PerceptualBackbones, PerceptualConfig, RandomInitWarning
+from difix_refiner.training.perceptual import (
+    PerceptualBackbones,
+    PerceptualConfig,
+    RandomInitWarning,
+)
 
 TINY_CLIP = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16
