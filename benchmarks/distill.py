@@ -25,7 +25,7 @@ from typing import Dict, List
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from difix_refiner.nerfstudio.runs import ChildRun, ns_train, run_config_path, schedule_args, thread_env  # noqa: E402
+from difix_refiner.scene.ns_train import ChildRun, ns_train, run_config_path, schedule_args, thread_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

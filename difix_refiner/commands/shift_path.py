@@ -9,8 +9,8 @@ from typing import List
 import numpy as np
 
 from difix_refiner.cameras.camera_path import camera_path_dict, write_camera_path
-from difix_refiner.scene.shift_options import ShiftOptions
 from difix_refiner.core.errors import InputError
+from difix_refiner.scene.shift_options import ShiftOptions
 from difix_refiner.scene.trained_run import (
     check_outputs_free,
     load_run_config,
