@@ -15,14 +15,18 @@ from typing import List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
-from PIL import Image
-
 from nerfstudio.cameras.cameras import Cameras, CameraType
-from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.dataparsers.base_dataparser import (
+    DataParser,
+    DataParserConfig,
+    DataparserOutputs,
+)
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
 
+from difix_refiner.core import atomic
 from difix_refiner.data.lidar import lidar_seed_points
 from difix_refiner.data.pandaset import (
     CAMERA_NAMES,
@@ -87,9 +91,8 @@ def downscaled_copy(path: Path, factor: int) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as img:
             small = img.convert("RGB").resize((img.width // factor, img.height // factor), Image.BOX)
-        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-        small.save(tmp, format="PNG")
-        os.replace(tmp, out)
+        with atomic.atomic_path(out) as tmp:
+            small.save(tmp, format="PNG")
     return out
 
 

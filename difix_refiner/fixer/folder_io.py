@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -131,16 +130,9 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
 
 
 def write_image_atomic(image: Image.Image, path: Path) -> None:
-    """Write to a hidden temp file in the same folder, then rename: a reader (or a rerun that
-    skips finished files) never sees a half-written image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fmt = Image.registered_extensions().get(path.suffix.lower())
-        kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    """Write ``image`` atomically (:mod:`difix_refiner.core.atomic`): a reader, or a rerun that skips
+    finished files, never sees a half-written image."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    with atomic.atomic_path(path) as tmp:
         image.save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

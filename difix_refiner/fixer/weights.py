@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
 from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config
 
@@ -271,26 +271,8 @@ def read_saved(path: str | os.PathLike) -> SavedFixer:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def write_saved(folder: str | os.PathLike, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
@@ -300,7 +282,7 @@ def write_saved(folder: str | os.PathLike, meta: dict[str, Any], tensors: dict[s
     text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     _atomic_save(cpu, out / WEIGHTS_NAME, metadata={"format": FORMAT, "fixer_config": text})
-    _atomic_write_text(text + "\n", out / CONFIG_NAME)
+    atomic.write_text(out / CONFIG_NAME, text + "\n")
     return out
 
 
