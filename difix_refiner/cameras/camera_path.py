@@ -18,8 +18,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from difix_refiner.core import atomic
 from difix_refiner.cameras.trajectory import as_pose_array
+from difix_refiner.core import atomic
 
 METADATA_KEY = "difix_refiner"
 """Top-level key for our own information; nerfstudio ignores unknown keys."""

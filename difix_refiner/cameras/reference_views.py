@@ -1,4 +1,4 @@
-"""Reference views for fixer training pairs: the nearest training frame by position and heading.
+"""The one reference-view picker: the nearest training frame by position and viewing direction.
 
 Difix3D conditions the fixer on a real photo of the scene taken near the view being fixed; here that
 photo is the *training* image (one the reconstruction was trained on) that minimises
@@ -14,13 +14,17 @@ previous or next frame of the same camera wins over a rig neighbour at the same 
 camera 45-90 degrees away costs 4-8 m), and frames of a turn are judged mostly by where they look.
 Without a metric scale the distances stay in scene units, and the weight is then per scene unit.
 
+The same picker serves every place a reference is chosen: training pairs (``make-pairs``), the refine
+loop's pseudo views, the "+" step and evaluation, so the fixer is used with the kind of reference it
+was trained with.
+
 All functions take camera-to-world poses ``[N, 3, 4]`` (or ``[N, 4, 4]``) in nerfstudio's OpenGL
 axes and return numpy arrays.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -76,6 +80,36 @@ def pose_costs(
     return dist + angle_weight * np.arccos(cos)
 
 
+def nearest_references(
+    query: Any,
+    candidates: Any,
+    count: int,
+    allowed: Optional[np.ndarray] = None,
+    angle_weight: float = DEFAULT_ANGLE_WEIGHT,
+    metres_per_scene_unit: float = 1.0,
+) -> List[int]:
+    """Indices of the ``count`` allowed candidates with the lowest :func:`pose_costs`, nearest first.
+
+    Args:
+        query: ``[3, 4]`` pose of the view being fixed.
+        candidates: ``[N, 3, 4]`` poses of the training images.
+        count: How many references (fewer when fewer are allowed).
+        allowed: ``[N]`` bool mask of usable candidates (e.g. not the target itself, same split).
+        angle_weight: See :data:`DEFAULT_ANGLE_WEIGHT`.
+        metres_per_scene_unit: Converts centre distances to metres.
+
+    Ties go to the lowest index, so the choice is deterministic.
+    """
+    costs = pose_costs(query, candidates, angle_weight, metres_per_scene_unit)  # [N]
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != costs.shape:
+            raise ValueError(f"allowed must have shape {list(costs.shape)}, got {list(allowed.shape)}")
+        costs = np.where(allowed, costs, np.inf)
+    order = np.argsort(costs, kind="stable")[: max(0, int(count))]
+    return [int(i) for i in order if np.isfinite(costs[i])]
+
+
 def nearest_reference(
     query: Any,
     candidates: Any,
@@ -83,23 +117,6 @@ def nearest_reference(
     angle_weight: float = DEFAULT_ANGLE_WEIGHT,
     metres_per_scene_unit: float = 1.0,
 ) -> Optional[int]:
-    """Index of the candidate with the lowest :func:`pose_costs`, or ``None`` if none is allowed.
-
-    Args:
-        query: ``[3, 4]`` pose of the view being fixed.
-        candidates: ``[N, 3, 4]`` poses of the training images.
-        allowed: ``[N]`` bool mask of usable candidates (e.g. not the target itself, same split).
-        angle_weight: See :data:`DEFAULT_ANGLE_WEIGHT`.
-        metres_per_scene_unit: Converts centre distances to metres.
-
-    Ties go to the lowest index, so the choice is deterministic.
-    """
-    costs = pose_costs(query, candidates, angle_weight, metres_per_scene_unit)
-    if allowed is not None:
-        allowed = np.asarray(allowed, dtype=bool)
-        if allowed.shape != costs.shape:
-            raise ValueError(f"allowed must have shape {list(costs.shape)}, got {list(allowed.shape)}")
-        costs = np.where(allowed, costs, np.inf)
-    if costs.size == 0 or not np.isfinite(costs).any():
-        return None
-    return int(np.argmin(costs))
+    """Index of the nearest allowed candidate (:func:`nearest_references`), or ``None`` if none is allowed."""
+    found = nearest_references(query, candidates, 1, allowed, angle_weight, metres_per_scene_unit)
+    return found[0] if found else None

@@ -40,6 +40,7 @@ from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from difix_refiner.cameras.reference_views import nearest_references, pose_costs
 from difix_refiner.cameras.stepping import step_toward
 from difix_refiner.core.errors import InputError
 from difix_refiner.distillation.datamanager import (
@@ -53,9 +54,7 @@ from difix_refiner.distillation.pseudo_views import (
     PseudoViewRecord,
     PseudoViewStore,
     held_out_cameras,
-    nearest_poses,
     offset_cameras,
-    pose_distances,
     pose_key,
 )
 from difix_refiner.distillation.refine_config import RefineConfig
@@ -235,7 +234,7 @@ class DifixRefinerPipeline(VanillaPipeline):
                 np.asarray(frames if frames is not None else range(count), dtype=np.int64),
                 cfg.frame_stride,
                 st.metres_per_scene_unit,
-                cfg.reference_metres_per_degree,
+                cfg.reference_angle_weight,
             )
         if not cameras:
             raise InputError("difix-refiner refine loop: no novel cameras (check --pipeline.refine.targets)")
@@ -440,8 +439,8 @@ class DifixRefinerPipeline(VanillaPipeline):
                 seconds["render"] += time.perf_counter() - render_start
                 render = outputs["rgb"].permute(2, 0, 1).float()  # [3, H, W]
                 height, width = render.shape[-2:]
-                ref_idx = nearest_poses(st.train_poses, lead.current, num_refs, mpsu, cfg.reference_metres_per_degree)
-                ref_dist = pose_distances(st.train_poses[ref_idx], lead.current, mpsu, cfg.reference_metres_per_degree)
+                ref_idx = nearest_references(lead.current, st.train_poses, num_refs, None, cfg.reference_angle_weight, mpsu)
+                ref_dist = pose_costs(lead.current, st.train_poses[ref_idx], cfg.reference_angle_weight, mpsu) if ref_idx else []
                 refs = self._reference_images(ref_idx, height, width) if num_refs > 0 else None
                 stem = lead.file_stem(mpsu, with_camera)
                 record = PseudoViewRecord(

@@ -32,6 +32,7 @@ from typing import Dict, List, Literal, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from difix_refiner.cameras.reference_views import nearest_references
 from difix_refiner.cameras.trajectory import shift_poses
 from difix_refiner.core.atomic import atomic_path, write_json
 from difix_refiner.scene.trained_run import RecordedImages
@@ -47,37 +48,6 @@ POSE_DECIMALS = 6
 
 
 # ----------------------------------------------------------------------------------------- poses
-
-
-def rotation_angles_deg(rotations: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """Geodesic angles (degrees) between rotations ``[N, 3, 3]`` and one rotation ``[3, 3]``: ``[N]``."""
-    rel = np.einsum("nji,jk->nik", rotations, rotation)  # R_n^T R, [N, 3, 3]
-    cos = (np.trace(rel, axis1=1, axis2=2) - 1.0) / 2.0  # [N]
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def pose_distances(
-    poses: np.ndarray, pose: np.ndarray, metres_per_scene_unit: float, metres_per_degree: float
-) -> np.ndarray:
-    """Difix3D's reference distance: centre distance in metres plus ``metres_per_degree`` x angle (degrees).
-
-    Args:
-        poses: ``[N, 3, 4]`` candidate poses, scene units.
-        pose: ``[3, 4]`` query pose.
-
-    Returns:
-        ``[N]`` distances in metres.
-    """
-    centre_m = np.linalg.norm(poses[:, :, 3] - pose[:, 3], axis=1) * metres_per_scene_unit  # [N]
-    return centre_m + metres_per_degree * rotation_angles_deg(poses[:, :, :3], pose[:, :3])
-
-
-def nearest_poses(
-    poses: np.ndarray, pose: np.ndarray, count: int, metres_per_scene_unit: float, metres_per_degree: float
-) -> List[int]:
-    """Indices of the ``count`` poses nearest to ``pose`` (see :func:`pose_distances`), nearest first."""
-    dist = pose_distances(poses, pose, metres_per_scene_unit, metres_per_degree)
-    return [int(i) for i in np.argsort(dist, kind="stable")[:count]]
 
 
 def format_metres(value: float, signed: bool = True) -> str:
@@ -188,7 +158,7 @@ def held_out_cameras(
     eval_frames: np.ndarray,
     frame_stride: int,
     metres_per_scene_unit: float,
-    metres_per_degree: float,
+    angle_weight: float,
 ) -> List[NovelCamera]:
     """Novel cameras toward every ``frame_stride``-th held-out pose (per camera), from the nearest training pose.
 
@@ -203,7 +173,7 @@ def held_out_cameras(
     for name in groups:
         idx = np.array([j for j in range(len(eval_frames)) if eval_camera_names is None or eval_camera_names[j] == name])
         for j in _strided(idx, eval_frames, frame_stride).tolist():
-            nearest = nearest_poses(train_poses, eval_poses[j], 1, metres_per_scene_unit, metres_per_degree)[0]
+            nearest = nearest_references(eval_poses[j], train_poses, 1, None, angle_weight, metres_per_scene_unit)[0]
             start = train_poses[nearest]
             if np.allclose(start, eval_poses[j], atol=10.0**-POSE_DECIMALS):
                 continue  # already a training pose: nothing to synthesise

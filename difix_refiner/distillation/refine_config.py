@@ -12,6 +12,7 @@ from typing import Literal, Optional, Tuple
 
 from nerfstudio.configs.base_config import PrintableConfig
 
+from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT
 from difix_refiner.fixer.options import FixerOptions
 
 TargetKind = Literal["offsets", "held-out", "both"]
@@ -48,9 +49,10 @@ class RefineConfig(FixerOptions, PrintableConfig):
     required for non-metric dataparsers such as nerfstudio-data."""
     num_references: int = 1
     """Nearest training images passed to the fixer as references (0 = none; a 'pix2pix-turbo' fixer gets none)."""
-    reference_metres_per_degree: float = 0.1
-    """Nearest-reference distance = centre distance in metres + this times the angle between the views in
-    degrees (so 10 degrees count like 1 metre)."""
+    reference_angle_weight: float = DEFAULT_ANGLE_WEIGHT
+    """The reference picker's cost = centre distance in metres + this many metres per radian between the
+    viewing directions (5: about 11.5 degrees count like 1 metre). make-pairs picks its references with
+    the same rule, so the fixer sees the kind of reference it was trained with."""
     pseudo_view_fraction: float = 0.3
     """Share of training steps that use a pseudo view once there are any (Difix3D: 70/30 real/fixed)."""
     pseudo_view_loss_weight: float = 0.3
@@ -122,8 +124,8 @@ class RefineConfig(FixerOptions, PrintableConfig):
             raise bad("metres_per_scene_unit", f"must be a positive number, got {self.metres_per_scene_unit}")
         if self.num_references < 0:
             raise bad("num_references", f"must be 0 or more, got {self.num_references}")
-        if self.reference_metres_per_degree < 0:
-            raise bad("reference_metres_per_degree", f"must be 0 or more, got {self.reference_metres_per_degree}")
+        if not (math.isfinite(self.reference_angle_weight) and self.reference_angle_weight >= 0):
+            raise bad("reference_angle_weight", f"must be 0 or more, got {self.reference_angle_weight}")
         if not 0.0 <= self.pseudo_view_fraction <= 1.0:
             raise bad("pseudo_view_fraction", f"must lie in [0, 1], got {self.pseudo_view_fraction}")
         if not (math.isfinite(self.pseudo_view_loss_weight) and self.pseudo_view_loss_weight >= 0):

@@ -65,8 +65,7 @@ from difix_refiner.pairs.format import (
     PairsError,
     validate_pairs,
 )
-from difix_refiner.training import checkpointing as ckpt
-from difix_refiner.training.checkpointing import CheckpointError
+from difix_refiner.training import trainer_checkpoints, trainer_reports
 from difix_refiner.training.fixer_data import (
     EpochItems,
     ImageFolderDataset,
@@ -79,19 +78,11 @@ from difix_refiner.training.objectives import PairedObjective, UnpairedObjective
 from difix_refiner.training.perceptual import PerceptualWeightsError
 from difix_refiner.training.run_folder import (
     CONFIG_FILE,
-    FINAL_GRID,
     LOSSES_FILE,
-    METRICS_FILE,
     _to_jsonable,
     prepare_output,
 )
 from difix_refiner.training.train_config import TrainFixerConfig, TrainFixerError
-from difix_refiner.training.validation import (
-    EvalResult,
-    evaluate_pairs,
-    grid_to_tensor,
-    make_grid,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -639,191 +630,10 @@ class FixerTrainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, step: int) -> Path:
-        """Write OUT/checkpoints/step_N (see :mod:`~difix_refiner.training.checkpointing`)."""
-        folder = self.out / "checkpoints"
-        if self.is_main:
-            ckpt.begin_checkpoint(folder, step)
-        self.accelerator.wait_for_everyone()
-        tmp = ckpt.partial_dir(folder, step)
-        if self.is_main:
-            state = {
-                "step": step,
-                "consumed_samples": step * self.cmd.batch_size * self.world,
-                "global_batch": self.cmd.batch_size * self.world,
-                "world": self.world,
-                "mode": self.mode,
-                "models": {name: ckpt.trained_state(m) for name, m in self.models.items()},
-                "objective": ckpt.trained_state(self.objective),
-                "opt_g": self.opt_g.state_dict(),
-                "sched_g": self.sched_g.state_dict(),
-                "scaler_g": self.scaler_g.state_dict(),
-                "opt_d": None if self.opt_d is None else self.opt_d.state_dict(),
-                "sched_d": None if self.sched_d is None else self.sched_d.state_dict(),
-                "scaler_d": None if self.scaler_d is None else self.scaler_d.state_dict(),
-            }
-            ckpt.write_state(tmp, state)
-        ckpt.write_rng(tmp, self.rank)
-        self.accelerator.wait_for_everyone()
-        final = folder / ckpt.step_dir_name(step)
-        if self.is_main:
-            ckpt.publish_checkpoint(folder, step, self.cmd.checkpoint.keep or None)
-        self.accelerator.wait_for_everyone()
-        return final
-
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote; training continues at its step."""
-        try:
-            state, rng = ckpt.read_checkpoint(path, self.rank)
-            if state["mode"] != self.mode:
-                raise CheckpointError(f"'{path}' is from {state['mode']} training, this run is {self.mode}")
-            for name, model in self.models.items():
-                if name not in state["models"]:
-                    raise CheckpointError(f"'{path}' has no weights for '{name}'")
-                ckpt.load_trained_state(model, state["models"][name], name)
-            ckpt.load_trained_state(self.objective, state["objective"], "objective (discriminators)")
-            if (state["opt_d"] is None) != (self.opt_d is None):
-                raise CheckpointError(f"'{path}' and this run disagree on whether there is a GAN discriminator")
-            try:
-                self.opt_g.load_state_dict(state["opt_g"])
-                if self.opt_d is not None:
-                    self.opt_d.load_state_dict(state["opt_d"])
-            except ValueError as err:
-                raise CheckpointError(f"the optimiser state in '{path}' does not fit: {err}") from None
-            self.sched_g.load_state_dict(state["sched_g"])
-            self.scaler_g.load_state_dict(state["scaler_g"])
-            if self.opt_d is not None:
-                self.sched_d.load_state_dict(state["sched_d"])
-                self.scaler_d.load_state_dict(state["scaler_d"])
-        except CheckpointError as err:
-            raise TrainFixerError(str(err)) from None
-        self.start_step = int(state["step"])
-        if state["global_batch"] != self.cmd.batch_size * self.world:
-            logger.warning(
-                "global batch changed from %d to %d: the data order continues at step %d of the new batch size",
-                state["global_batch"],
-                self.cmd.batch_size * self.world,
-                self.start_step,
-            )
-        if rng is not None:
-            ckpt.set_rng_state(rng)
-        else:
-            logger.warning("'%s' has no RNG state for process %d (different process count?); RNGs are reseeded", path, self.rank)
-            self._seed_everything(per_process=True)
-        logger.info("resumed from '%s' at step %d", path, self.start_step)
-
-    # ------------------------------------------------------------------ validation
-
-    def _fix_for_eval(self, images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
-        with self.accelerator.autocast():
-            return self.fixer.fix(images, refs)
-
-    def _evaluate(self, max_images: int | None) -> EvalResult:
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        # fork_rng: validation must not shift the RNG streams of the training steps that follow.
-        with torch.random.fork_rng(devices=devices):
-            self.fixer.eval()
-            try:
-                return evaluate_pairs(
-                    self._fix_for_eval,
-                    self.val_dataset,
-                    max_images=max_images,
-                    grid_rows=self.cmd.validation.grid_rows,
-                    device=self.device,
-                    use_refs=self.with_ref,
-                )
-            finally:
-                self.fixer.train()
-
-    def validate(self, step: int) -> dict[str, Any] | None:
-        """PSNR/SSIM before/after on the validation split, OUT/val/step_N.png, tensorboard (main process)."""
-        summary = None
-        if self.is_main and self.val_dataset is not None:
-            result = self._evaluate(self.cmd.validation.max_images)
-            summary = {"step": step, **result.summary()}
-            val_dir = self.out / "val"
-            val_dir.mkdir(exist_ok=True)
-            with open(val_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(summary) + "\n")
-            grid = make_grid(result, self.cmd.validation.tile_width, title=f"step {step}: input | output | target")
-            with atomic.atomic_path(val_dir / f"{ckpt.step_dir_name(step)}.png") as tmp:
-                grid.save(tmp)
-            if self.writer is not None:
-                for when in ("before", "after"):
-                    for metric in ("psnr", "ssim"):
-                        self.writer.add_scalar(f"val/{metric}_{when}", summary[when][metric], step)
-                self.writer.add_image("val/input_output_target", grid_to_tensor(grid), step)
-                self.writer.flush()
-            logger.info(
-                "step %d: %s PSNR %.2f -> %.2f dB, SSIM %.4f -> %.4f (%d images)",
-                step,
-                self.cmd.validation.split,
-                summary["before"]["psnr"],
-                summary["after"]["psnr"],
-                summary["before"]["ssim"],
-                summary["after"]["ssim"],
-                summary["num_images"],
-            )
-        self.accelerator.wait_for_everyone()
-        return summary
-
-    # ------------------------------------------------------------------ the end
-
-    def _save_fixer(self, model: Fixer, name: str) -> Path:
-        """Atomically (temp folder, then rename) write ``model.save_pretrained`` to OUT/name."""
-        trained = {n for n, p in model.named_parameters() if p.requires_grad}
-        # Adapter files hold only what the config trains; anything else trained forces a whole save.
-        whole = model.base is None or not trained <= set(model.trained_state_dict())
-        with atomic.atomic_dir(self.out / name, overwrite=True) as tmp:
-            model.save_pretrained(tmp, whole=whole)
-        return self.out / name
-
-    def finish(self) -> dict[str, Any]:
-        """Save the fixer (OUT/fixer, and OUT/fixer_reverse when unpaired), evaluate the validation split
-        before/after (OUT/metrics.json, OUT/final_grid.png). Returns the metrics."""
-        metrics: dict[str, Any] = {}
-        if self.is_main:
-            for name, model in self.models.items():
-                self._save_fixer(model, name)
-            metrics = {
-                "mode": self.mode,
-                "step": self.step,
-                "base": self.cmd.base,
-                "variant": self.cmd.variant,
-                "objective": {"weights": dict(self.objective.weights), "disabled": sorted(self.objective.disabled)},
-                "fixer": str(self.out / "fixer"),
-                "split": self.cmd.validation.split,
-            }
-            if self.val_dataset is not None:
-                result = self._evaluate(self.cmd.validation.final_max_images)
-                metrics.update(result.summary())
-                metrics["per_image"] = result.records
-                grid = make_grid(result, self.cmd.validation.tile_width, title=f"final (step {self.step}): input | output | target")
-                with atomic.atomic_path(self.out / FINAL_GRID) as tmp:
-                    grid.save(tmp)
-                if self.writer is not None:
-                    self.writer.add_image("final/input_output_target", grid_to_tensor(grid), self.step)
-                logger.info(
-                    "final: %s split, %d images: PSNR %.2f -> %.2f dB (%+.2f), SSIM %.4f -> %.4f (%+.4f)",
-                    self.cmd.validation.split,
-                    metrics["num_images"],
-                    metrics["before"]["psnr"],
-                    metrics["after"]["psnr"],
-                    metrics["delta"]["psnr"],
-                    metrics["before"]["ssim"],
-                    metrics["after"]["ssim"],
-                    metrics["delta"]["ssim"],
-                )
-            else:
-                metrics["num_images"] = 0
-                metrics["note"] = "no validation pairs (give --pairs with a test split): no before/after metrics"
-            atomic.write_json(self.out / METRICS_FILE, metrics)
-            if self.writer is not None:
-                self.writer.close()
-                self.writer = None
-            logger.info("wrote %s and %s", self.out / "fixer", self.out / METRICS_FILE)
-        self.accelerator.wait_for_everyone()
-        return metrics
+    save_checkpoint = trainer_checkpoints.save_checkpoint
+    load_checkpoint = trainer_checkpoints.load_checkpoint
+    validate = trainer_reports.validate
+    finish = trainer_reports.finish
 
 
 def train_fixer(cmd: TrainFixerConfig) -> dict[str, Any]:

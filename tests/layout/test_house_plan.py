@@ -90,3 +90,37 @@ def test_files_and_functions_stay_small(path):
             assert length <= MAX_FUNCTION_LINES or LONG_FUNCTION_MARK in body, (
                 f"{path.name}:{node.lineno} {node.name} has {length} lines"
             )
+
+
+def _undocumented_fields(tree: ast.AST):
+    """(class, field) of dataclass fields with no docstring right below them."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        is_dataclass = any(
+            (isinstance(d, ast.Name) and d.id == "dataclass")
+            or (isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "dataclass")
+            for d in node.decorator_list
+        )
+        if not is_dataclass or node.name.startswith("_"):
+            continue
+        body = node.body
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and not stmt.target.id.startswith("_"):
+                if any(word in ast.unparse(stmt.annotation) for word in ("ClassVar", "Suppress")):
+                    continue
+                nxt = body[i + 1] if i + 1 < len(body) else None
+                documented = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)
+                if not documented:
+                    yield node.name, stmt.target.id
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _modules() if _stage(p) in ("commands", "distillation", "method_configs") or p.name.endswith(("config.py", "options.py", "settings.py"))],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_every_option_has_a_docstring(path):
+    """Option dataclasses document every field, so ``--help`` documents every option."""
+    missing = list(_undocumented_fields(ast.parse(path.read_text(encoding="utf-8"))))
+    assert not missing, f"{path.name}: fields without a docstring: {missing}"
