@@ -88,75 +88,62 @@ def rasterize(
         dict with gsplat's keys (``means2d`` is the graph node whose ``.grad``
         densification strategies read; ``radii`` is int32 [C, N] or [nnz]).
     """
+    call = dict(locals())  # every argument, forwarded unchanged to gsplat or to the CPU path
     _check_inputs(
-        means,
-        quats,
-        scales,
-        opacities,
-        colors,
-        viewmats,
-        Ks,
-        width,
-        height,
-        sh_degree=sh_degree,
-        tile_size=tile_size,
-        backgrounds=backgrounds,
-        render_mode=render_mode,
-        rasterize_mode=rasterize_mode,
-        camera_model=camera_model,
-        covars=covars,
-    )
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        sh_degree=sh_degree, tile_size=tile_size, backgrounds=backgrounds, render_mode=render_mode,
+        rasterize_mode=rasterize_mode, camera_model=camera_model, covars=covars,
+    )  # fmt: skip
     if means.is_cuda:
         from gsplat import rasterization  # lazy: gsplat's CUDA build is only needed here
 
-        return rasterization(
-            means,
-            quats,
-            scales,
-            opacities,
-            colors,
-            viewmats,
-            Ks,
-            width,
-            height,
-            near_plane=near_plane,
-            far_plane=far_plane,
-            radius_clip=radius_clip,
-            eps2d=eps2d,
-            sh_degree=sh_degree,
-            packed=packed,
-            tile_size=tile_size,
-            backgrounds=backgrounds,
-            render_mode=render_mode,
-            sparse_grad=sparse_grad,
-            absgrad=absgrad,
-            rasterize_mode=rasterize_mode,
-            channel_chunk=channel_chunk,
-            distributed=distributed,
-            camera_model=camera_model,
-            covars=covars,
-        )
+        return rasterization(**call)
     if camera_model != "pinhole":
         raise NotImplementedError(f"camera_model={camera_model!r} is only supported on CUDA (gsplat)")
     if distributed:
         raise NotImplementedError("distributed=True is only supported on CUDA (gsplat)")
     if sparse_grad:
         raise NotImplementedError("sparse_grad=True is only supported on CUDA (gsplat)")
+    return _rasterize_cpu(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, sh_degree=sh_degree,
+        packed=packed, tile_size=tile_size, backgrounds=backgrounds, render_mode=render_mode, absgrad=absgrad,
+        rasterize_mode=rasterize_mode, covars=covars,
+    )  # fmt: skip
 
+
+def _rasterize_cpu(
+    means: Tensor,  # [N, 3]
+    quats: Tensor,  # [N, 4]
+    scales: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    colors: Tensor,  # [(C,) N, D] or [(C,) N, K, 3]
+    viewmats: Tensor,  # [C, 4, 4]
+    Ks: Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    *,
+    near_plane: float,
+    far_plane: float,
+    radius_clip: float,
+    eps2d: float,
+    sh_degree: Optional[int],
+    packed: bool,
+    tile_size: int,
+    backgrounds: Optional[Tensor],
+    render_mode: str,
+    absgrad: bool,
+    rasterize_mode: str,
+    covars: Optional[Tensor],
+) -> Tuple[Tensor, Tensor, Dict]:
+    """The torch path of :func:`rasterize` (checked inputs, pinhole cameras)."""
     C, N = viewmats.shape[0], means.shape[0]
     proj, opac, feats = prepare_splats(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         covars=covars, sh_degree=sh_degree, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
         radius_clip=radius_clip, antialiased=rasterize_mode == "antialiased",
     )  # fmt: skip
-    if render_mode in ("RGB+D", "RGB+ED"):
-        feats = torch.cat([feats, proj.depths[..., None]], -1)
-        if backgrounds is not None:
-            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], -1)
-    elif render_mode in ("D", "ED"):
-        feats = proj.depths[..., None]
-        if backgrounds is not None:
-            backgrounds = backgrounds.new_zeros(C, 1)
+    feats, backgrounds = _mode_features(render_mode, feats, proj.depths, backgrounds, C)
 
     radii, means2d, depths, conics = proj.radii, proj.means2d, proj.depths, proj.conics
     if packed:
@@ -170,27 +157,14 @@ def rasterize(
         splat_cameras = torch.arange(C, device=means.device).repeat_interleave(N)
 
     bins = bin_splats(
-        means2d.detach().reshape(-1, 2),
-        radii.reshape(-1),
-        depths.detach().reshape(-1),
-        splat_cameras,
-        n_cameras=C,
-        width=width,
-        height=height,
-        tile_size=tile_size,
-    )
+        means2d.detach().reshape(-1, 2), radii.reshape(-1), depths.detach().reshape(-1), splat_cameras,
+        n_cameras=C, width=width, height=height, tile_size=tile_size,
+    )  # fmt: skip
     plan = RasterPlan(
-        width=width,
-        height=height,
-        tile_size=tile_size,
-        n_cameras=C,
-        bins=bins,
-        splat_cameras=splat_cameras,
-        absgrad=absgrad,
-    )
-    render_colors, render_alphas = rasterize_to_pixels(
-        means2d, conics, feats, opac, plan, backgrounds=backgrounds
-    )
+        width=width, height=height, tile_size=tile_size, n_cameras=C, bins=bins,
+        splat_cameras=splat_cameras, absgrad=absgrad,
+    )  # fmt: skip
+    render_colors, render_alphas = rasterize_to_pixels(means2d, conics, feats, opac, plan, backgrounds=backgrounds)
     if render_mode in ("ED", "RGB+ED"):
         # Expected depth: accumulated depth over accumulated alpha, as gsplat.
         render_colors = torch.cat(
@@ -217,6 +191,21 @@ def rasterize(
         "n_cameras": C,
     }
     return render_colors, render_alphas, meta
+
+
+def _mode_features(
+    render_mode: str, feats: Tensor, depths: Tensor, backgrounds: Optional[Tensor], n_cameras: int
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """The per-splat channels to composite for ``render_mode`` (depth appended or alone), and matching backgrounds."""
+    if render_mode in ("RGB+D", "RGB+ED"):
+        feats = torch.cat([feats, depths[..., None]], -1)  # [C, N, D + 1]
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(n_cameras, 1)], -1)
+    elif render_mode in ("D", "ED"):
+        feats = depths[..., None]  # [C, N, 1]
+        if backgrounds is not None:
+            backgrounds = backgrounds.new_zeros(n_cameras, 1)
+    return feats, backgrounds
 
 
 def _shape_error(name: str, expected: str, tensor: Tensor) -> ValueError:
