@@ -13,23 +13,19 @@ from nerfstudio.data.dataparsers.base_dataparser import transform_poses_to_origi
 from difix_refiner.commands import shift_path as shift_command
 from difix_refiner.commands.shift_path import ShiftPathCommand
 
-PANDASET = Path("/work/shared/data/pandaset_002")
+PANDASET = Path(__file__).resolve().parents[2] / "examples" / "pandaset_002"
 WORLD_Z = np.array([0.0, 0.0, 1.0])
 
 
 def world_drive(n=40):
-    """Metric OpenGL poses: the PandaSet front camera if available, else a synthetic start-stop drive."""
-    if PANDASET.is_dir():
-        from scipy.spatial.transform import Rotation
+    """Metric OpenGL poses of the bundled PandaSet front camera (a real start-stop drive)."""
+    from scipy.spatial.transform import Rotation
 
-        entries = json.loads((PANDASET / "camera/front_camera/poses.json").read_text())
-        q = np.array([[e["heading"][k] for k in "xyzw"] for e in entries])
-        p = np.array([[e["position"][k] for k in "xyz"] for e in entries])
-        rot = Rotation.from_quat(q).as_matrix() @ np.diag([1.0, -1.0, -1.0])  # OpenCV -> OpenGL
-        return np.concatenate([rot, p[:, :, None]], axis=2)
-    x = np.cumsum(np.concatenate([np.zeros(10), np.full(n - 10, 0.4)]))
-    f, up = np.array([1.0, 0.0, 0.0]), WORLD_Z
-    return np.stack([np.column_stack([np.cross(f, up), up, -f, [xi, 0.0, 1.6]]) for xi in x])
+    entries = json.loads((PANDASET / "camera/front_camera/poses.json").read_text())
+    q = np.array([[e["heading"][k] for k in "xyzw"] for e in entries])
+    p = np.array([[e["position"][k] for k in "xyz"] for e in entries])
+    rot = Rotation.from_quat(q).as_matrix() @ np.diag([1.0, -1.0, -1.0])  # OpenCV -> OpenGL
+    return np.concatenate([rot, p[:, :, None]], axis=2)
 
 
 def write_run(tmp_path, method_name="splatfacto"):

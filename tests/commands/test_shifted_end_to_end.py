@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tyro
 from PIL import Image
 
@@ -21,9 +20,6 @@ EXAMPLE = REPO / "examples" / "pandaset_002"
 BIN = Path(sys.executable).parent
 WORLD_Z = np.array([0.0, 0.0, 1.0])
 
-pytestmark = pytest.mark.skipif(
-    not EXAMPLE.is_dir() or not (BIN / "ns-train").exists(), reason="needs examples/pandaset_002 and ns-train"
-)
 
 
 def world_front_poses():

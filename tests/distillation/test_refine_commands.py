@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
+from tiny_refine_run import seeded_trainer, tiny_refine_config
 
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(
-    not EXAMPLE.is_dir() or not (BIN / "ns-eval").exists(), reason="needs examples/pandaset_002 and nerfstudio's scripts"
-)
 
 
 @pytest.fixture(scope="module")

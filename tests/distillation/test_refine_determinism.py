@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
+from tiny_refine_run import seeded_trainer, tiny_refine_config
 
 STEPS = 10
 
-pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
 
 
 def tiny_config(out: Path, name: str, **refine):
@@ -105,7 +104,9 @@ def _location(name: str):
 
 
 def test_refine_disabled_is_the_plain_model(baseline, tmp_path):
-    from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
+    from nerfstudio.data.datamanagers.full_images_datamanager import (
+        FullImageDatamanagerConfig,
+    )
     from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
     cfg = tiny_config(tmp_path, "plain")

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
+from tiny_refine_run import seeded_trainer, tiny_refine_config
 
-pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
 
 
 def tiny_config(out: Path, name: str, steps: int, **refine):
