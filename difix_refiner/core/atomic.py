@@ -1,18 +1,62 @@
 """Atomic output writing: write to a temporary sibling, then rename into place.
 
 A crash or Ctrl-C never leaves a half-written file or folder under the final name, so "the output
-exists" always means "the output is complete".
+exists" always means "the output is complete". Published files and folders get the permissions the
+user's umask gives new files (not the 0600/0700 of a temporary one). A full disk, a quota or a
+read-only folder ends as one :class:`OutputWriteError` naming the path, not a raw ``OSError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from difix_refiner.core.errors import InputError
+
+# errno values that mean "the disk or folder will not take this", as opposed to a bug.
+_WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class OutputWriteError(InputError):
+    """An output could not be written (disk full, quota, read-only or forbidden folder)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free there"
+    except OSError:
+        return "free space unknown"
+
+
+def write_error(path: Path, err: OSError) -> OutputWriteError:
+    """The one-sentence error for a failed write of ``path``."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    reason = err.strerror or str(err)
+    return OutputWriteError(f"could not write {path}: {reason} ({_free_space(folder)}); nothing half-written was left")
+
+
+@contextlib.contextmanager
+def _write_faults_named(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _WRITE_FAULTS:
+            raise write_error(path, err) from err
+        raise
 
 
 @contextlib.contextmanager
@@ -23,14 +67,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
     Deleting the temporary file inside the block publishes nothing.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
+    with _write_faults_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if tmp.exists():
-            os.replace(tmp, path)
+        with _write_faults_named(path):
+            yield tmp
+            if tmp.exists():
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -56,10 +103,13 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
         overwrite: Replace an existing ``path``; otherwise an existing one is an error.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    with _write_faults_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
-        yield tmp
+        with _write_faults_named(path):
+            yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")
