@@ -27,6 +27,7 @@ from difix_refiner.fixer.folder_io import (
     to_tensor,
     write_image_atomic,
 )
+from difix_refiner.fixer.fix_manifest import FixManifest, file_sha256, fixer_identity, in_the_way
 from difix_refiner.fixer.model import Fixer
 from difix_refiner.fixer.options import resolve_dtype
 
@@ -71,7 +72,9 @@ class FixFolderConfig:
     """Slice the VAE and UNet per image/view: slower, much lower peak memory for large frames."""
 
     overwrite: bool = False
-    """Fix images again even when the output already exists (by default finished ones are skipped)."""
+    """Fix every image again and replace any file in --output in its way. By default an image is skipped only when
+    fix_manifest.json says this same fixer already made its output from the same input (and reference), and
+    any other file in the way is an error."""
 
     seed: int = 0
     """Seed of the random weights when --base tiny."""
@@ -104,7 +107,11 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
         if unused:
             logger.warning("%d reference-map entries name no input image (e.g. %s)", len(unused), unused[0])
 
-    todo = [p for p in images if config.overwrite or not (config.output / p.name).is_file()]
+    identity = fixer_identity(config.base, config.adapter, config.variant, config.dtype, config.seed)
+    manifest = FixManifest.open(config.output, identity)
+    hashes = {p: (file_sha256(p), None if refs is None else file_sha256(refs[p])) for p in images}
+    todo = [p for p in images if config.overwrite or not manifest.is_done(p.name, *hashes[p])]
+    in_the_way(manifest, [p.name for p in todo], config.overwrite)
     skipped = len(images) - len(todo)
     if not todo:
         return {"fixed": 0, "skipped": skipped, "total": len(images)}
@@ -127,8 +134,10 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
         out = fixer.fix(imgs, ref_t)
         for (path, _, _), result in zip(batch, out):
             write_image_atomic(to_image(result), config.output / path.name)
+            manifest.record(path.name, *hashes[path])
             fixed += 1
             bar.update(1)
+        manifest.save()  # after every batch, so a killed run resumes where it stopped
         batch.clear()
 
     with tqdm(total=len(todo), unit="img", desc="fix", dynamic_ncols=True) as bar:

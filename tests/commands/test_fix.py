@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from difix_refiner.commands import cli
+from difix_refiner.core.errors import InputError
 from difix_refiner.fixer import Fixer
 from difix_refiner.fixer.fix_folder import FixFolderConfig, fix_folder
 from difix_refiner.fixer.folder_io import FixCommandError
@@ -38,7 +39,7 @@ def test_fix_folder_with_tiny_and_skip_done(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         with Image.open(out / name) as im:
             assert im.size == (40, 24) and im.mode == "RGB"
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "fix_manifest.json"]  # no temp files
     # Same result as calling the model directly (8-bit rounding aside).
     x = torch.from_numpy(np.array(Image.open(inp / "a.png"))).permute(2, 0, 1)[None].float() / 255
     want = Fixer.tiny("difix").fix(x)[0]
@@ -52,6 +53,30 @@ def test_fix_folder_with_tiny_and_skip_done(tmp_path):
     assert (out / "a.png").stat().st_mtime_ns == before
     assert fix_folder(_cmd(input=inp, output=out))["fixed"] == 0
     assert fix_folder(_cmd(input=inp, output=out, overwrite=True))["fixed"] == 4
+
+
+def test_only_its_own_outputs_are_skipped(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _write_pngs(inp, ["01.png", "02.png"])
+    out.mkdir()
+    _write_pngs(out, ["01.png"], seed=7)  # the user's own file, under an input's name
+    users = (out / "01.png").read_bytes()
+    with pytest.raises(InputError, match=r"1 file\(s\) in --output were not written by this fixer.*01\.png.*--overwrite"):
+        fix_folder(_cmd(input=inp, output=out))
+    assert (out / "01.png").read_bytes() == users and not (out / "02.png").exists()  # nothing touched
+
+    other = tmp_path / "other"
+    fix_folder(_cmd(input=inp, output=other, seed=1))  # another fixer (other random weights)
+    with pytest.raises(InputError, match="not written by this fixer"):
+        fix_folder(_cmd(input=inp, output=other, seed=0))
+    assert fix_folder(_cmd(input=inp, output=other, seed=0, overwrite=True))["fixed"] == 2
+    assert fix_folder(_cmd(input=inp, output=other, seed=0)) == {"fixed": 0, "skipped": 2, "total": 2}
+
+    _write_pngs(inp, ["02.png"], seed=3)  # a changed input: its output is made again
+    assert fix_folder(_cmd(input=inp, output=other, seed=0)) == {"fixed": 1, "skipped": 1, "total": 2}
+    (other / "01.png").write_bytes(users)  # an output edited since: no longer ours
+    with pytest.raises(InputError, match="01.png"):
+        fix_folder(_cmd(input=inp, output=other, seed=0))
 
 
 def test_refuses_output_inside_input(tmp_path):
