@@ -9,12 +9,14 @@ camera-to-world with OpenCV camera axes (x right, y down, z forward); quaternion
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
+
 from difix_refiner.core.errors import InputError
 
 CAMERA_NAMES = ("front_camera", "front_left_camera", "front_right_camera")
@@ -68,6 +70,29 @@ def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
         ],
         -2,
     )
+
+
+def matrix_to_quat_wxyz(rotations: np.ndarray) -> np.ndarray:
+    """Rotation matrices to unit quaternions (w, x, y, z) with w >= 0. # [N, 3, 3] -> [N, 4]"""
+    out = np.empty((len(rotations), 4))
+    for i, m in enumerate(np.asarray(rotations, dtype=np.float64)):
+        # Shepperd's method: divide by the largest of the four candidates for stability.
+        tr = m[0, 0] + m[1, 1] + m[2, 2]
+        if tr > 0:
+            s = 2.0 * math.sqrt(tr + 1.0)
+            q = (0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s)
+        elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+            s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+            q = ((m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s)
+        elif m[1, 1] > m[2, 2]:
+            s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+            q = ((m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s)
+        else:
+            s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+            q = ((m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s)
+        q = np.asarray(q) / np.linalg.norm(q)
+        out[i] = q if q[0] >= 0 else -q
+    return out
 
 
 def _read_json(path: Path):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
 
 # Same default as the fixer's (difix_refiner.fixer.config.DEFAULT_PROMPT).
@@ -303,16 +304,7 @@ def write_pairs(
         split: {key: _entry_from(key, e).to_json(root, relative) for key, e in entries.items()}
         for split, entries in splits.items()
     }
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{json_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, json_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_json(json_path, data)
     return json_path
 
 

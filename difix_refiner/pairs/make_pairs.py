@@ -16,6 +16,11 @@ Strategies (after Difix3D+, see /work/shared/notes/published-facts.md):
 Which strategies need pandaset-data: ``cross-camera`` and ``cycle``. ``underfit`` and ``sparse`` work
 with any nerfstudio dataparser through its own train/eval split.
 
+This module checks the options (:class:`MakePairsConfig`) and drives the job; the pieces live next to
+it: :mod:`.underfit` (underfit and sparse), :mod:`.cross_camera`, :mod:`.cycle` (with
+:mod:`.pandaset_writer`), :mod:`.runs` (the ns-train runs), :mod:`.views` (a run's recorded images),
+:mod:`.collector` (writing pairs, picking references) and :mod:`.frame_split`.
+
 **Alignment.** Every pair's render uses exactly the camera (pose, intrinsics, size) of its target
 photo, in the scene frame of the run that produced the photo's camera. The cycle's second run lives
 in a scene frame of its own (nerfstudio centres every run on its cameras); poses are mapped between
@@ -51,31 +56,35 @@ Output folder::
 
 from __future__ import annotations
 
+from __future__ import annotations
+
 import copy
 import dataclasses
 import json
-import math
-import re
 import shlex
 import shutil
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
+from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
-from difix_refiner.scene.trained_run import check_method, load_run_config
-from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
-from difix_refiner.pairs.format import PairEntry, validate_pairs, write_pairs
-from difix_refiner.cameras.reference_views import nearest_reference, pose_costs
+from difix_refiner.pairs.collector import IMAGES, PairCollector
+from difix_refiner.pairs.cross_camera import eval_split_args, render_cross_camera
+from difix_refiner.pairs.cycle import ShiftedDataset, check_can_shift, render_cycle, render_shifted_datasets
+from difix_refiner.pairs.format import DEFAULT_PROMPT, validate_pairs, write_pairs
+from difix_refiner.pairs.frame_split import resolve_test_frames
+from difix_refiner.pairs.runs import RunTrainer, TrainedRun
+from difix_refiner.pairs.underfit import render_held_out, render_sparse_stride, render_underfit, save_period, underfit_steps
+from difix_refiner.pairs.views import RunViews
+from difix_refiner.scene.run_pipeline import checkpoint_steps, load_checkpoint
+from difix_refiner.scene.trained_run import check_method
 
-if TYPE_CHECKING:  # only for annotations: the command module imports this one
-    from difix_refiner.commands.make_pairs import MakePairsCommand
-
+Strategy = Literal["underfit", "sparse", "cross-camera", "cycle"]
 STRATEGIES = ("underfit", "sparse", "cross-camera", "cycle")
 """Known pair strategies."""
 PANDASET_ONLY = ("cross-camera", "cycle")
@@ -83,7 +92,6 @@ PANDASET_ONLY = ("cross-camera", "cycle")
 PANDASET = "pandaset-data"
 PAIRS_JSON = "pairs.json"
 MANIFEST = "manifest.json"
-IMAGES = "images"
 RUNS = "runs"
 OWNED = (PAIRS_JSON, MANIFEST, IMAGES, RUNS)
 """Entries of the output folder that make-pairs writes (and --overwrite replaces)."""
@@ -94,594 +102,64 @@ _MANAGED_PANDASET_FLAGS = (
     "--eval-interval", "--eval-cameras", "--train-stride", "--lidar-max-points", "--auto-scale-poses",
     "--scale-factor",
 )  # fmt: skip
-# splatfacto's reference schedule: the resolution and SH-degree steps below are fractions of it.
-_SPLATFACTO_STEPS = 30000
-_SPLATFACTO_RESOLUTION_SCHEDULE = 3000
-_SPLATFACTO_SH_DEGREE_INTERVAL = 1000
-_MAX_CHECKPOINTS = 40  # more saved checkpoints than this and the nearest ones are used instead
-
-
-# ============================================================================ small helpers
-
-
-@dataclass(frozen=True)
-class FrameSplit:
-    """Frames ``[test_start, test_end)`` make test pairs; every other frame makes train pairs."""
-
-    test_start: int
-    test_end: int
-
-    def split(self, frame: int) -> str:
-        """``"test"`` or ``"train"``."""
-        return "test" if self.test_start <= frame < self.test_end else "train"
-
-
-def resolve_test_frames(
-    frames: Sequence[int], test_frames: Optional[Tuple[int, int]], test_fraction: float
-) -> FrameSplit:
-    """Check the test frame range against the available frames, or derive it from the fraction.
-
-    Args:
-        frames: All frame indices the pairs can come from (sorted or not).
-        test_frames: ``(start, end)``, end exclusive; ``None`` takes the last ``test_fraction``.
-        test_fraction: Share of the frames, at the end of the range, held out when ``test_frames`` is None.
-
-    Raises:
-        InputError: an empty or reversed range, a range outside the frames, or one leaving no train frame.
-    """
-    frames = sorted(set(int(f) for f in frames))
-    if not frames:
-        raise InputError("no frames to make pairs from")
-    lo, hi = frames[0], frames[-1] + 1
-    if test_frames is None:
-        if not (0.0 <= test_fraction < 1.0):
-            raise InputError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-        count = int(round(len(frames) * test_fraction))
-        if test_fraction > 0 and count == 0:
-            count = 1
-        if count >= len(frames):
-            raise InputError(f"--test-fraction {test_fraction} leaves no training frame among {len(frames)}")
-        if count == 0:
-            return FrameSplit(hi, hi)  # no test pairs
-        return FrameSplit(frames[len(frames) - count], hi)
-    if len(test_frames) != 2:
-        raise InputError(f"--test-frames takes two numbers START END (end exclusive), got {list(test_frames)}")
-    start, end = int(test_frames[0]), int(test_frames[1])
-    if start >= end:
-        raise InputError(f"--test-frames {start} {end} is empty: START must be below END (END is exclusive)")
-    if start < lo or end > hi:
-        raise InputError(f"--test-frames {start} {end} is outside the frames in use [{lo}, {hi})")
-    inside = [f for f in frames if start <= f < end]
-    if not inside:
-        raise InputError(f"--test-frames {start} {end} holds none of the frames in use")
-    if len(inside) == len(frames):
-        raise InputError(f"--test-frames {start} {end} covers every frame in use [{lo}, {hi}); no training pairs would remain")
-    return FrameSplit(start, end)
-
-
-def underfit_steps(iterations: int, fractions: Sequence[float]) -> List[int]:
-    """Checkpoint steps wanted for ``fractions`` of a ``iterations``-step schedule (deduplicated, sorted).
-
-    nerfstudio's ``step-k`` checkpoint holds the model after k + 1 updates and the last one is
-    ``step-(iterations - 1)``, the finished run; steps are kept in ``[1, iterations - 2]`` so an
-    underfit checkpoint is never the finished model.
-    """
-    if iterations < 3:
-        return []
-    return sorted({min(max(1, int(round(f * iterations))), iterations - 2) for f in fractions})
-
-
-def save_period(iterations: int, wanted: Sequence[int]) -> int:
-    """``--steps-per-save`` that saves every wanted step (their gcd), unless that saves too many."""
-    if not wanted:
-        return iterations  # only the final checkpoint
-    period = 0
-    for s in wanted:
-        period = math.gcd(period, int(s))
-    period = max(1, period)
-    if iterations // period > _MAX_CHECKPOINTS:
-        period = max(1, iterations // _MAX_CHECKPOINTS)
-    return period
-
-
-def checkpoint_steps(config: Any) -> List[int]:
-    """Steps of the checkpoints a run saved (``step-NNNNNNNNN.ckpt``), sorted."""
-    folder = Path(config.get_checkpoint_dir())
-    steps = []
-    for p in folder.glob("step-*.ckpt"):
-        m = re.fullmatch(r"step-(\d+)\.ckpt", p.name)
-        if m:
-            steps.append(int(m.group(1)))
-    return sorted(steps)
-
-
-def nearest_steps(available: Sequence[int], wanted: Sequence[int]) -> List[int]:
-    """The available checkpoint nearest to each wanted step (deduplicated, sorted)."""
-    if not available:
-        raise RuntimeError("the run saved no checkpoints")
-    avail = np.asarray(sorted(available))
-    return sorted({int(avail[np.argmin(np.abs(avail - w))]) for w in wanted})
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images of the same shape."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
-def matrix_to_quat_wxyz(rotations: np.ndarray) -> np.ndarray:
-    """Rotation matrices to unit quaternions (w, x, y, z) with w >= 0. # [N, 3, 3] -> [N, 4]"""
-    out = np.empty((len(rotations), 4))
-    for i, m in enumerate(np.asarray(rotations, dtype=np.float64)):
-        # Shepperd's method: divide by the largest of the four candidates for stability.
-        tr = m[0, 0] + m[1, 1] + m[2, 2]
-        if tr > 0:
-            s = 2.0 * math.sqrt(tr + 1.0)
-            q = (0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s)
-        elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-            s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-            q = ((m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s)
-        elif m[1, 1] > m[2, 2]:
-            s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-            q = ((m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s)
-        else:
-            s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-            q = ((m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s)
-        q = np.asarray(q) / np.linalg.norm(q)
-        out[i] = q if q[0] >= 0 else -q
-    return out
-
-
-def cameras_with_poses(cameras: Any, poses: np.ndarray) -> Any:
-    """A copy of nerfstudio ``cameras`` [N] (same intrinsics and size) at other poses ``[N, 3, 4]``."""
-    import torch
-    from nerfstudio.cameras.cameras import Cameras
-
-    return Cameras(
-        camera_to_worlds=torch.from_numpy(np.asarray(poses, dtype=np.float64)).float(),
-        fx=cameras.fx.clone(),
-        fy=cameras.fy.clone(),
-        cx=cameras.cx.clone(),
-        cy=cameras.cy.clone(),
-        width=cameras.width.clone(),
-        height=cameras.height.clone(),
-        distortion_params=None if cameras.distortion_params is None else cameras.distortion_params.clone(),
-        camera_type=cameras.camera_type.clone(),
-        times=None if cameras.times is None else cameras.times.clone(),
-    )
-
-
-def camera_record(cameras: Any, pose: Optional[np.ndarray] = None) -> Dict[str, Any]:
-    """JSON description of one camera ``[1]``: pose (scene units, OpenGL axes), intrinsics, size."""
-    c2w = cameras.camera_to_worlds[0].double().numpy() if pose is None else np.asarray(pose, dtype=np.float64)
-    return {
-        "camera_to_world": c2w[:3, :4].tolist(),
-        "fx": float(cameras.fx[0, 0]),
-        "fy": float(cameras.fy[0, 0]),
-        "cx": float(cameras.cx[0, 0]),
-        "cy": float(cameras.cy[0, 0]),
-        "width": int(cameras.width[0, 0]),
-        "height": int(cameras.height[0, 0]),
-    }
-
-
-def _save_png(path: Path, image: np.ndarray) -> None:
-    """Atomic PNG write (a reader never sees half a file)."""
-    from PIL import Image
-
-    with atomic.atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
-# ============================================================================ views of a run
 
 
 @dataclass
-class View:
-    """One recorded image of a run: its camera in the run's scene frame and its photo."""
+class MakePairsConfig:
+    """Options of make-pairs: the scene, the strategies, the runs' budget, the split and the references."""
 
-    camera: str
-    """Rig camera name (``"camera"`` when the dataparser names none)."""
-    frame: int
-    """Frame (time-step) index."""
-    cameras: Any
-    """nerfstudio ``Cameras`` [1] at the run's training resolution."""
-    trained: bool
-    """The run trained on this photo."""
-    load_photo: Callable[[], np.ndarray] = field(repr=False)
-    """Returns the photo, ``uint8 [H, W, 3]``, the size of ``cameras``."""
-
-    @property
-    def key(self) -> Tuple[str, int]:
-        return (self.camera, self.frame)
-
-    @property
-    def pose(self) -> np.ndarray:
-        """``[3, 4]`` camera-to-world, float64."""
-        return self.cameras.camera_to_worlds[0].double().numpy()
-
-
-@dataclass
-class RunViews:
-    """Every recorded image a run can render against, plus the run's scene frame."""
-
-    name: str
-    config_path: Path
-    views: List[View]
-    dataparser_transform: np.ndarray
-    """[3, 4] world -> scene transform (before the scale)."""
-    dataparser_scale: float
-    metres_per_scene_unit: Optional[float]
-
-
-def _rgb(image: np.ndarray, background: Optional[np.ndarray]) -> np.ndarray:
-    """``uint8 [H, W, 3]``; an alpha channel is composited over the model's background."""
-    if image.shape[-1] == 3:
-        return image
-    rgb, alpha = image[..., :3].astype(np.float32), image[..., 3:4].astype(np.float32) / 255.0
-    bg = np.zeros(3, np.float32) if background is None else np.asarray(background, np.float32).reshape(3) * 255.0
-    return np.clip(rgb * alpha + bg * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
-
-
-def pandaset_views(name: str, config_path: Path, config: Any, pipeline: Any) -> RunViews:
-    """All images of a ``pandaset-data`` run, including frames ``--train-stride`` skipped.
-
-    The run's dataparser is set up again with ``train_stride=1`` (no LiDAR): its scene transform
-    depends only on the frame range and camera set, which is checked against the run's own.
-    """
-    import torch
-    from nerfstudio.data.datasets.base_dataset import InputDataset
-
-    from difix_refiner.data.pandaset import PandasetFormatError
-
-    run_outputs = pipeline.datamanager.train_dataparser_outputs
-    meta = run_outputs.metadata
-    trained = set(zip([str(n) for n in meta["camera_names"]], [int(f) for f in meta["frame_indices"]]))
-    dp = dataclasses.replace(config.pipeline.datamanager.dataparser, train_stride=1, load_lidar=False)
-    scale_factor = float(getattr(config.pipeline.datamanager, "camera_res_scale_factor", 1.0))
-    background = getattr(pipeline.model, "background_color", None)
-    background = background.detach().cpu().numpy() if isinstance(background, torch.Tensor) else None
-    views: List[View] = []
-    for split in ("train", "test"):
-        try:
-            outputs = dp.setup().get_dataparser_outputs(split=split)
-        except PandasetFormatError:
-            if split == "train":
-                raise
-            continue  # an empty eval split: nothing more to render
-        same = np.allclose(outputs.dataparser_transform.numpy(), run_outputs.dataparser_transform.numpy(), atol=1e-6)
-        if not same or not np.isclose(outputs.dataparser_scale, run_outputs.dataparser_scale, rtol=1e-9):
-            raise RuntimeError(f"{config_path}: the dataparser's scene frame changed since training; cannot align renders")
-        dataset = InputDataset(outputs, scale_factor=scale_factor)
-        names, frames = outputs.metadata["camera_names"], outputs.metadata["frame_indices"]
-        for i in range(len(dataset)):
-
-            def load(i: int = i, dataset: Any = dataset) -> np.ndarray:
-                return _rgb(dataset.get_numpy_image(i), background)
-
-            key = (str(names[i]), int(frames[i]))
-            views.append(View(key[0], key[1], dataset.cameras[i : i + 1], key in trained, load))
-    return RunViews(
-        name,
-        config_path,
-        views,
-        run_outputs.dataparser_transform.double().numpy(),
-        float(run_outputs.dataparser_scale),
-        float(meta["metres_per_scene_unit"]),
-    )
-
-
-def dataset_views(name: str, config_path: Path, pipeline: Any, metres_per_scene_unit: Optional[float]) -> RunViews:
-    """All images of a run of any dataparser: its train split (trained) and eval split (held out).
-
-    Frames are the images' ranks by file name over both splits (or ``metadata["frame_indices"]``
-    when the dataparser provides it); camera names come from ``metadata["camera_names"]`` if any.
-    Distorted images are taken undistorted from the full-image datamanager, as the model saw them.
-    """
-    import torch
-
-    dm = pipeline.datamanager
-    background = getattr(pipeline.model, "background_color", None)
-    background = background.detach().cpu().numpy() if isinstance(background, torch.Tensor) else None
-    sources = []
-    for split, dataset, cache_name in (("train", dm.train_dataset, "cached_train"), ("test", dm.eval_dataset, "cached_eval")):
-        if dataset is None or len(dataset) == 0:
-            continue
-        dist = dataset.cameras.distortion_params
-        cache = None
-        if dist is not None and bool((dist != 0).any()) and hasattr(dm, cache_name):
-            cache = getattr(dm, cache_name)  # undistorts, and rewrites the dataset's intrinsics in place
-        sources.append((split, dataset, cache))
-    filenames = sorted({str(f) for _, d, _ in sources for f in d.image_filenames})
-    rank = {f: i for i, f in enumerate(filenames)}
-    views: List[View] = []
-    seen = set()
-    for split, dataset, cache in sources:
-        meta = dataset.metadata if hasattr(dataset, "metadata") else {}
-        names = meta.get("camera_names")
-        frames = meta.get("frame_indices")
-        for i, filename in enumerate(dataset.image_filenames):
-            if str(filename) in seen:  # eval_mode "all": the same image in both splits
-                continue
-            seen.add(str(filename))
-            frame = int(frames[i]) if frames is not None else rank[str(filename)]
-            camera = str(names[i]) if names is not None else "camera"
-
-            def load(i: int = i, dataset: Any = dataset, cache: Any = cache) -> np.ndarray:
-                if cache is not None:
-                    img = cache[i]["image"].detach().cpu()
-                    img = (img * 255.0 + 0.5).clamp(0, 255).byte() if img.dtype != torch.uint8 else img
-                    return _rgb(img.numpy(), background)
-                return _rgb(dataset.get_numpy_image(i), background)
-
-            views.append(View(camera, frame, dataset.cameras[i : i + 1], split == "train", load))
-    keys = [v.key for v in views]
-    if len(set(keys)) != len(keys):
-        raise InputError("several images share a (camera, frame) pair; give them distinct file names")
-    outputs = dm.train_dataparser_outputs
-    mpsu = metres_per_scene_unit or outputs.metadata.get("metres_per_scene_unit")
-    return RunViews(
-        name,
-        config_path,
-        views,
-        outputs.dataparser_transform.double().numpy(),
-        float(outputs.dataparser_scale),
-        None if mpsu is None else float(mpsu),
-    )
-
-
-# ============================================================================ runs
-
-
-def load_pipeline(config_path: Path, device: str) -> Tuple[Any, Any]:
-    """Set up a trained run's pipeline on ``device`` for rendering; returns ``(config, pipeline)``.
-
-    Like nerfstudio's ``eval_setup`` but with the device chosen, no LiDAR seeding (the checkpoint
-    replaces the Gaussians anyway) and no checkpoint loaded yet: see :func:`load_checkpoint`.
-    """
-    import difix_refiner.scene  # noqa: F401  (lets torch load nerfstudio checkpoints)
-    from nerfstudio.configs.method_configs import all_methods
-
-    from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
-
-    config = load_run_config(config_path)
-    config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
-    dp = config.pipeline.datamanager.dataparser
-    if isinstance(dp, PandasetDataParserConfig):
-        dp.load_lidar = False
-    if hasattr(config.pipeline.model, "num_random"):
-        config.pipeline.model.num_random = 1000  # the random initialisation is replaced by the checkpoint
-    config.load_dir = config.get_checkpoint_dir()
-    pipeline = config.pipeline.setup(device=device, test_mode="test")
-    pipeline.eval()
-    return config, pipeline
-
-
-def load_checkpoint(config: Any, pipeline: Any, step: int) -> None:
-    """Load the run's checkpoint of ``step`` into ``pipeline``."""
-    import torch
-
-    path = Path(config.get_checkpoint_dir()) / f"step-{step:09d}.ckpt"
-    if not path.is_file():
-        raise RuntimeError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu")
-    pipeline.load_pipeline(state["pipeline"], state["step"])
-    pipeline.eval()
-
-
-def render(pipeline: Any, cameras: Any) -> np.ndarray:
-    """Render one camera ``[1]``; ``uint8 [H, W, 3]``."""
-    from difix_refiner.commands.render import RenderShiftedCommand
-
-    return RenderShiftedCommand._render(pipeline, cameras)
-
-
-def _last_logged_step(log_path: Path) -> Optional[int]:
-    """The last step nerfstudio's progress table printed into a training log (``"120 (40.00%)"``)."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 8192))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    steps = re.findall(r"(\d+) \(\d+\.\d+%\)", tail)
-    return int(steps[-1]) if steps else None
-
-
-# ============================================================================ pandaset folders for the cycle
-
-
-def write_pandaset_folder(
-    folder: Path,
-    source: Path,
-    frames: Sequence[int],
-    cameras: Dict[str, Dict[str, Any]],
-    eval_copy_of: Optional[str] = None,
-) -> Dict[str, Any]:
-    """Write rendered images as a PandaSet folder (the layout ``pandaset-data`` reads).
-
-    Args:
-        folder: New folder (must not exist).
-        source: The original PandaSet folder (LiDAR sweeps and timestamps are taken from it).
-        frames: ``[M]`` original frame indices; they become frames ``0..M-1`` of the new folder.
-        cameras: ``{name: {"images": [M] uint8 [H, W, 3], "camera_to_world": [M, 3, 4] world metres,
-            OpenGL axes, "fx", "fy", "cx", "cy"}}``.
-        eval_copy_of: Also write a copy of this camera as ``<name>_eval`` so that the new folder has
-            a held-out camera and the run can train on every frame (pandaset-data needs an eval split).
-
-    Returns:
-        ``{"eval_camera": name or None, "frames": [...]}``.
-    """
-    from PIL import Image
-
-    from difix_refiner.data.pandaset import OPENCV_TO_OPENGL, load_camera
-
-    folder = Path(folder)
-    if folder.exists():
-        raise FileExistsError(f"{folder} already exists")
-    frames = [int(f) for f in frames]
-    tmp = folder.with_name(f".{folder.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        # (folder name, spec, original camera whose timestamps it takes)
-        jobs = [(name, cameras[name], name) for name in cameras]
-        if eval_copy_of is not None:
-            jobs.append((f"{eval_copy_of}_eval", cameras[eval_copy_of], eval_copy_of))
-        for name, spec, source_name in jobs:
-            cam_dir = tmp / "camera" / name
-            cam_dir.mkdir(parents=True)
-            images, c2w = spec["images"], np.asarray(spec["camera_to_world"], dtype=np.float64)
-            if len(images) != len(frames) or c2w.shape != (len(frames), 3, 4):
-                raise ValueError(f"camera {name}: {len(images)} images and poses {list(c2w.shape)} for {len(frames)} frames")
-            for j, img in enumerate(images):
-                # High-quality JPEG: pandaset-data reads *.jpg only (like the real photos).
-                Image.fromarray(img).save(cam_dir / f"{j:02d}.jpg", format="JPEG", quality=97, subsampling=0)
-            rot_cv = c2w[:, :, :3] @ OPENCV_TO_OPENGL  # OpenGL -> OpenCV camera axes (diag(1,-1,-1) is its own inverse)
-            quats = matrix_to_quat_wxyz(rot_cv)
-            poses = [
-                {"position": dict(zip("xyz", map(float, c2w[j, :, 3]))), "heading": dict(zip("wxyz", map(float, quats[j])))}
-                for j in range(len(frames))
-            ]
-            (cam_dir / "poses.json").write_text(json.dumps(poses, indent=1))
-            if (Path(source) / "camera" / source_name).is_dir():
-                stamps = load_camera(source, source_name, frames, verify_images=False).timestamps
-            else:
-                stamps = np.arange(len(frames)) * 0.1  # PandaSet's 10 Hz
-            (cam_dir / "timestamps.json").write_text(json.dumps([float(t) for t in stamps]))
-            (cam_dir / "intrinsics.json").write_text(
-                json.dumps({k: float(spec[k]) for k in ("fx", "fy", "cx", "cy")}, indent=1)
-            )
-        lidar_dir = tmp / "lidar"
-        lidar_dir.mkdir(parents=True)
-        all_poses = json.loads((Path(source) / "lidar" / "poses.json").read_text())
-        (lidar_dir / "poses.json").write_text(json.dumps([all_poses[f] for f in frames], indent=1))
-        for j, f in enumerate(frames):
-            sweep = Path(source) / "lidar" / f"{f:02d}.npz"
-            if sweep.is_file():  # PandaSet drops some sweeps; the dataparser skips missing ones
-                shutil.copyfile(sweep, lidar_dir / f"{j:02d}.npz")
-        (tmp / "README.md").write_text(
-            "Rendered by difix-refiner make-pairs (cycle strategy): shifted renders of a first run, in\n"
-            f"PandaSet layout. Frames 0..{len(frames) - 1} are frames {frames[0]}..{frames[-1]} of {source}.\n"
-            "No real photo is in this folder; the LiDAR sweeps are copies of the original ones.\n"
-        )
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return {"eval_camera": f"{eval_copy_of}_eval" if eval_copy_of else None, "frames": frames}
-
-
-# ============================================================================ collecting pairs
-
-
-class PairCollector:
-    """Writes renders and photos under an images folder and records the pairs and their metadata."""
-
-    def __init__(self, images_root: Path, split: FrameSplit, angle_weight: float, prompt: str) -> None:
-        self.root = Path(images_root)
-        self.split = split
-        self.angle_weight = float(angle_weight)
-        self.prompt = prompt
-        self.entries: Dict[str, Dict[str, Tuple[str, str, Optional[str]]]] = {}  # split -> id -> relative paths
-        self.records: Dict[str, Dict[str, Any]] = {}
-        self._photos: Dict[Tuple[str, int], Tuple[str, Tuple[int, int]]] = {}
-
-    def photo(self, view: View) -> Tuple[str, Tuple[int, int]]:
-        """Relative path of ``view``'s photo (written once) and its ``(H, W)``."""
-        if view.key not in self._photos:
-            image = view.load_photo()
-            rel = f"photos/{view.camera}/{view.frame:05d}.png"
-            _save_png(self.root / rel, image)
-            self._photos[view.key] = (rel, image.shape[:2])
-        return self._photos[view.key]
-
-    def reference(self, target: View, pool: RunViews) -> Tuple[Optional[View], Optional[float]]:
-        """The trained photo of ``pool`` nearest to ``target``'s pose, in the same split, not the target."""
-        split = self.split.split(target.frame)
-        allowed = np.array(
-            [v.trained and v.key != target.key and self.split.split(v.frame) == split for v in pool.views], dtype=bool
-        )
-        if not allowed.any():
-            return None, None
-        poses = np.stack([v.pose for v in pool.views])  # [N, 3, 4]
-        mpsu = pool.metres_per_scene_unit or 1.0
-        idx = nearest_reference(target.pose, poses, allowed, self.angle_weight, mpsu)
-        if idx is None:
-            return None, None
-        cost = float(pose_costs(target.pose, poses[idx : idx + 1], self.angle_weight, mpsu)[0])
-        return pool.views[idx], cost
-
-    def add(
-        self,
-        *,
-        label: str,
-        strategy: str,
-        target: View,
-        image: np.ndarray,
-        render_camera: Dict[str, Any],
-        pool: RunViews,
-        run: str,
-        step: int,
-    ) -> str:
-        """Record one pair: ``image`` is the render of ``target``'s camera; returns the pair id."""
-        photo_rel, photo_hw = self.photo(target)
-        if tuple(image.shape[:2]) != tuple(photo_hw):
-            raise RuntimeError(
-                f"{label} {target.camera} frame {target.frame}: render is {image.shape[1]}x{image.shape[0]} but the photo "
-                f"is {photo_hw[1]}x{photo_hw[0]}; the pair would not be aligned"
-            )
-        pair_id = f"{label}_{target.camera}_{target.frame:05d}"
-        render_rel = f"renders/{label}/{target.camera}/{target.frame:05d}.png"
-        _save_png(self.root / render_rel, image)
-        ref, cost = self.reference(target, pool)
-        ref_rel = self.photo(ref)[0] if ref is not None else None
-        split = self.split.split(target.frame)
-        if any(pair_id in e for e in self.entries.values()):
-            raise RuntimeError(f"duplicate pair id {pair_id}")
-        self.entries.setdefault(split, {})[pair_id] = (render_rel, photo_rel, ref_rel)
-        self.records[pair_id] = {
-            "split": split,
-            "strategy": strategy,
-            "label": label,
-            "run": run,
-            "checkpoint_step": int(step),
-            "camera": target.camera,
-            "frame": target.frame,
-            "image": f"{IMAGES}/{render_rel}",
-            "target_image": f"{IMAGES}/{photo_rel}",
-            "ref_image": None if ref_rel is None else f"{IMAGES}/{ref_rel}",
-            "ref_camera": None if ref is None else ref.camera,
-            "ref_frame": None if ref is None else ref.frame,
-            "ref_cost": cost,
-            "ref_metres_per_scene_unit": pool.metres_per_scene_unit,
-            "ref_camera_to_world": None if ref is None else ref.pose.tolist(),
-            "render_camera": render_camera,
-            "target_camera": camera_record(target.cameras),
-            "psnr": _psnr_against_file(image, self.root / photo_rel),  # the photo as written
-        }
-        return pair_id
-
-    def pair_entries(self, final_root: Path) -> Dict[str, Dict[str, PairEntry]]:
-        """``{split: {id: PairEntry}}`` with paths under ``final_root`` (where the images end up)."""
-        out: Dict[str, Dict[str, PairEntry]] = {}
-        for split in sorted(self.entries, key=lambda s: (s != "train", s)):
-            out[split] = {
-                pid: PairEntry(pid, final_root / img, final_root / tgt, () if ref is None else (final_root / ref,), self.prompt)
-                for pid, (img, tgt, ref) in sorted(self.entries[split].items())
-            }
-        return out
-
-
-def _psnr_against_file(image: np.ndarray, path: Path) -> float:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return psnr(image, np.asarray(im.convert("RGB")))
-
-
-# ============================================================================ the job
+    data: Path
+    """Scene folder (for pandaset-data: the layout of examples/pandaset_002). Never written to."""
+    output_dir: Path
+    """Folder for pairs.json, manifest.json, images/ and runs/. Must be empty unless --overwrite."""
+    strategy: Tuple[Strategy, ...] = ()
+    """Pair strategies, several allowed. Default: underfit and cross-camera for pandaset-data, underfit and sparse otherwise."""
+    dataparser: str = "pandaset-data"
+    """nerfstudio dataparser of the scene. Other dataparsers support underfit and sparse (their own train/eval split decides what sparse renders)."""
+    dataparser_args: str = ""
+    """Extra dataparser options as one string, given with '=': --dataparser-args="--lidar-voxel-size 0.2" or, for nerfstudio-data, --dataparser-args="--eval-mode fraction --train-split-fraction 0.25"."""
+    method: str = "difix-refiner"
+    """nerfstudio method to train (difix-refiner with its refine loop switched off, or splatfacto on CUDA)."""
+    train_args: str = ""
+    """Extra ns-train options as one string, given with '=': --train-args="--pipeline.model.sh-degree 1"."""
+    cameras: Tuple[str, ...] = ("front_camera",)
+    """pandaset-data: rig cameras the reconstructions train on (and whose frames give underfit, sparse and cycle pairs)."""
+    cross_camera_targets: Tuple[str, ...] = ("front_left_camera", "front_right_camera")
+    """pandaset-data: cameras rendered by cross-camera (never trained on); they are also the base run's eval split."""
+    frame_start: int = 0
+    """pandaset-data: first frame used (inclusive)."""
+    frame_end: Optional[int] = None
+    """pandaset-data: last frame used (exclusive); default: the last frame."""
+    test_frames: Optional[Tuple[int, int]] = None
+    """Frames START END (end exclusive) that make test pairs; no train pair uses them. Default: the last --test-fraction of the frames (bundled scene: 60 80)."""
+    test_fraction: float = 0.25
+    """Share of the frames, at the end of the range, held out for test pairs when --test-frames is not given (0: no test split)."""
+    iterations: int = 3000
+    """Training iterations of every run (the "normal schedule" that underfit takes fractions of). On 2 CPU cores about 2 s each at --downscale-factor 4 (120x67) and far more at full resolution: use cuda for real budgets."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for training and rendering (auto: cuda when available)."""
+    downscale_factor: Optional[int] = None
+    """Image downscale factor of the runs (and so of the pairs). Default: 1 for pandaset-data, the dataparser's default otherwise."""
+    lidar_max_points: int = 60000
+    """pandaset-data: at most this many LiDAR seed points per run."""
+    compress_schedule: bool = True
+    """Scale splatfacto's resolution schedule and SH-degree interval to --iterations, so short runs also end at full resolution with all SH degrees."""
+    underfit_fractions: Tuple[float, ...] = (0.25, 0.5, 0.75)
+    """underfit: fractions of --iterations whose checkpoints render pairs."""
+    sparse_stride: int = 4
+    """sparse: train on every k-th frame (pandaset-data --train-stride), render the frames in between."""
+    cycle_offsets: Tuple[float, ...] = (2.0,)
+    """cycle: lateral offsets in metres (positive: the vehicle's left); one second run per offset."""
+    ref_angle_weight: float = DEFAULT_ANGLE_WEIGHT
+    """Reference choice: metres of camera-centre distance that one radian of viewing-direction difference costs (5: about 11.5 degrees = 1 m)."""
+    metres_per_scene_unit: Optional[float] = None
+    """Other dataparsers: metres per scene unit for reference distances (otherwise scene units are used). pandaset-data knows its scale."""
+    prompt: str = DEFAULT_PROMPT
+    """Prompt stored with every pair."""
+    seed: int = 42
+    """Random seed of every run."""
+    overwrite: bool = False
+    """Replace earlier make-pairs results in --output-dir (pairs.json, manifest.json, images/, runs/); other files are left alone."""
 
 
 def _check_finite_positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -695,26 +173,13 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-@dataclass
-class _Run:
-    name: str
-    config: Path
-    log: Path
-    wall_s: float
-    iterations: int
-    dataparser: str
-    dataparser_args: List[str]
-
-
 class MakePairsJob:
     """One ``make-pairs`` invocation: checks the options, trains, renders and writes the pair set."""
 
-    def __init__(self, options: "MakePairsCommand") -> None:
+    def __init__(self, options: MakePairsConfig) -> None:
         self.o = options
         self.out = Path(options.output_dir)
         self.runs_dir = self.out / RUNS
-        self.runs: Dict[str, _Run] = {}
-        self.timings: Dict[str, float] = {}
         from rich.console import Console
 
         self.console = Console()
@@ -791,6 +256,13 @@ class MakePairsJob:
         else:
             self._check_generic()
         self.split = resolve_test_frames(self.frames, o.test_frames, o.test_fraction)
+        self.trainer = RunTrainer(
+            self.runs_dir, self.console, method=o.method, iterations=o.iterations, device=self.device, seed=o.seed,
+            compress_schedule=o.compress_schedule, refine_loop=self.has_refine_loop,
+            extra_train_args=self.extra_train_args, lidar_max_points=o.lidar_max_points,
+            extra_dataparser_args=self.extra_dataparser_args, pandaset=self.pandaset,
+            metres_per_scene_unit=o.metres_per_scene_unit,
+        )  # fmt: skip
 
     def _device(self) -> str:
         import torch
@@ -834,20 +306,7 @@ class MakePairsJob:
             raise InputError(f"--sparse-stride {o.sparse_stride} leaves one training frame of {len(self.frames)}; lower it")
         self.downscale = 1 if o.downscale_factor is None else o.downscale_factor
         if "cycle" in self.strategies:
-            # The lateral axis needs motion: check on the recorded (metric) poses before any training.
-            from difix_refiner.cameras.trajectory import rig_axes
-            from difix_refiner.data.pandaset import load_camera
-
-            cams = [load_camera(self.data, c, self.frames, verify_images=False) for c in o.cameras]
-            try:
-                rig_axes(
-                    np.concatenate([c.c2w_opengl[:, :3, :4] for c in cams]),
-                    np.concatenate([c.frame_indices for c in cams]),
-                    1.0,  # PandaSet poses are in metres
-                    camera_names=[c.name for c in cams for _ in c.frame_indices],
-                )
-            except ValueError as exc:
-                raise InputError(f"cycle cannot shift frames [{o.frame_start}, {end}) sideways: {exc}") from exc
+            check_can_shift(self.data, o.cameras, self.frames)
 
     def _check_generic(self) -> None:
         import tyro
@@ -885,8 +344,10 @@ class MakePairsJob:
     def prepare_output(self) -> None:
         """Create the output folder; with --overwrite remove make-pairs' own earlier results only."""
         self.out.mkdir(parents=True, exist_ok=True)
-        # Our entries, plus temporaries a killed run may have left (atomic writes use ".<name>.*").
-        stale = [self.out / name for name in OWNED] + [p for name in OWNED for p in self.out.glob(f".{name}.*")]
+        # Our entries, plus temporaries a killed run may have left: core.atomic names them
+        # ".<folder>.*" for folders and ".<stem>.*.partial<suffix>" for files.
+        patterns = [p for name in OWNED for p in (f".{name}.*", f".{Path(name).stem}.*.partial{Path(name).suffix}")]
+        stale = [self.out / name for name in OWNED] + [p for pattern in dict.fromkeys(patterns) for p in self.out.glob(pattern)]
         for p in stale:
             if p.is_dir():
                 shutil.rmtree(p)
@@ -894,253 +355,43 @@ class MakePairsJob:
                 p.unlink()
         self.runs_dir.mkdir()
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ strategies
 
-    def _train_args(self, save_every: int) -> List[str]:
-        o = self.o
-        args = [
-            "--machine.device-type", self.device, "--machine.seed", str(o.seed),
-            "--max-num-iterations", str(o.iterations), "--steps-per-save", str(save_every),
-            "--save-only-latest-checkpoint", "False",
-            # No evaluation during training: it only costs time here.
-            "--steps-per-eval-image", "0", "--steps-per-eval-batch", "0", "--steps-per-eval-all-images", "0",
-        ]  # fmt: skip
-        if self.has_refine_loop:
-            args += ["--pipeline.refine.enabled", "False"]
-        if o.compress_schedule:
-            # Reach full resolution and all SH degrees at the same fraction of a short run as splatfacto
-            # does of its 30k steps (10 % / 20 % and every 1/30), instead of never on a small budget.
-            ratio = o.iterations / _SPLATFACTO_STEPS
-            args += [
-                "--pipeline.model.resolution-schedule", str(max(1, round(_SPLATFACTO_RESOLUTION_SCHEDULE * ratio))),
-                "--pipeline.model.sh-degree-interval", str(max(1, round(_SPLATFACTO_SH_DEGREE_INTERVAL * ratio))),
-            ]  # fmt: skip
-        return args + list(self.extra_train_args)
-
-    def _pandaset_args(self, data: Path, cameras: Sequence[str], frame_start: int, frame_end: Optional[int], **extra: Any) -> List[str]:
-        args = ["--data", str(Path(data).resolve()), "--cameras", *cameras, "--frame-start", str(frame_start)]
-        if frame_end is not None:
-            args += ["--frame-end", str(frame_end)]
-        args += ["--lidar-max-points", str(self.o.lidar_max_points)]
-        for key, value in extra.items():
-            flag = "--" + key.replace("_", "-")
-            args += [flag, *value] if isinstance(value, (list, tuple)) else [flag, str(value)]
-        return args + list(self.extra_dataparser_args)
-
-    def _base_eval_args(self) -> Dict[str, Any]:
-        """pandaset-data needs a non-empty eval split: the target cameras, else only the first frame."""
-        if self.targets:
-            return {"eval_mode": "cross-camera", "eval_cameras": list(self.targets)}
-        # Every camera trains: hold out only frame_start ((f - start) % interval == 0 for no other frame).
-        return {"eval_mode": "interval", "eval_interval": len(self.frames)}
-
-    def train(self, name: str, dataparser: str, dataparser_args: List[str], save_every: int, progress: Any) -> _Run:
-        """``ns-train`` one run under runs/<name>, showing its progress; returns where it lies."""
-        from difix_refiner.scene.ns_train import ns_train, run_config_path
-
-        log = self.runs_dir / name / "train.log"
-        self.console.log(f"[bold]{name}[/]: ns-train {self.o.method}, {self.o.iterations} iterations on {self.device}; log: {log}")
-        task = progress.add_task(f"train {name}", total=self.o.iterations)
-        result: Dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                result["run"] = ns_train(self.o.method, self.runs_dir, name, self._train_args(save_every), dataparser, dataparser_args)
-            except BaseException as exc:  # re-raised in the calling thread
-                result["error"] = exc
-
-        thread = threading.Thread(target=target, daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)
-            step = _last_logged_step(log)
-            if step is not None:
-                progress.update(task, completed=step + 1)
-        if "error" in result:
-            raise result["error"]
-        progress.update(task, completed=self.o.iterations)
-        config = run_config_path(self.runs_dir, name, self.o.method)
-        run = _Run(name, config, log, result["run"].wall_s, self.o.iterations, dataparser, list(dataparser_args))
-        self.runs[name] = run
-        self.timings[f"train {name}"] = run.wall_s
-        self.console.log(f"{name}: trained in {run.wall_s:.0f} s; run folder: {config.parent}")
-        return run
-
-    # ------------------------------------------------------------------ rendering
-
-    def _views(self, run: _Run, config: Any, pipeline: Any) -> RunViews:
-        if self.pandaset:
-            return pandaset_views(run.name, run.config, config, pipeline)
-        return dataset_views(run.name, run.config, pipeline, self.o.metres_per_scene_unit)
-
-    def _render_views(
-        self,
-        progress: Any,
-        description: str,
-        pipeline: Any,
-        targets: Sequence[View],
-        pool: RunViews,
-        label: str,
-        strategy: str,
-        run: str,
-        step: int,
-        cameras_for: Optional[Callable[[View], Tuple[Any, Dict[str, Any]]]] = None,
-    ) -> None:
-        """Render each target view (``cameras_for`` may map it into another run's frame) and record pairs."""
-        task = progress.add_task(description, total=len(targets))
-        for view in targets:
-            cams, record = cameras_for(view) if cameras_for else (view.cameras, camera_record(view.cameras))
-            self.collector.add(
-                label=label, strategy=strategy, target=view, image=render(pipeline, cams),
-                render_camera=record, pool=pool, run=run, step=step,
-            )  # fmt: skip
-            progress.advance(task)
-
-    def _base_run(self, progress: Any) -> _Run:
+    def _base_run(self, progress: Any) -> TrainedRun:
+        """The run every strategy but pandaset sparse and the cycle's second runs renders from."""
         wanted = underfit_steps(self.o.iterations, self.o.underfit_fractions) if "underfit" in self.strategies else []
         period = save_period(self.o.iterations, wanted)
         if self.pandaset:
-            args = self._pandaset_args(
+            args = self.trainer.pandaset_args(
                 self.data, self.o.cameras, self.o.frame_start, self.frame_end,
-                downscale_factor=self.downscale, **self._base_eval_args(),
+                downscale_factor=self.downscale, **eval_split_args(self.targets, len(self.frames)),
             )  # fmt: skip
-            return self.train("base", PANDASET, args, period, progress)
-        return self.train("base", self.o.dataparser, self.generic_args, period, progress)
+            return self.trainer.train("base", PANDASET, args, period, progress)
+        return self.trainer.train("base", self.o.dataparser, self.generic_args, period, progress)
 
-    def _strategy_base(self, progress: Any, base: _Run) -> None:
-        """underfit, cross-camera, generic sparse and the cycle's shifted renders all use the base run."""
-        config, pipeline = load_pipeline(base.config, self.device)
-        views = self._views(base, config, pipeline)
-        steps = checkpoint_steps(config)
-        final = steps[-1]
-        o = self.o
+    def _render_base(self, progress: Any, base: TrainedRun) -> Tuple[RunViews, List[ShiftedDataset]]:
+        """underfit, cross-camera, generic sparse and the cycle's shifted renders all use the base run.
+
+        Returns the base run's views and the cycle's shifted datasets (empty without the cycle).
+        """
+        config, pipeline, views = self.trainer.open(base)
         start = time.perf_counter()
         if "underfit" in self.strategies:
-            wanted = [f * o.iterations for f in o.underfit_fractions]
-            chosen = nearest_steps([s for s in steps if s != final] or steps, wanted)
-            trained = [v for v in views.views if v.trained]
-            for step in chosen:
-                load_checkpoint(config, pipeline, step)
-                label = f"underfit-{int(round(100 * step / o.iterations)):02d}"  # nominal share of the schedule
-                self._render_views(progress, f"render {label}", pipeline, trained, views, label, "underfit", base.name, step)
-        load_checkpoint(config, pipeline, final)
-        if "cross-camera" in self.strategies:
-            targets = [v for v in views.views if v.camera in self.targets]
-            self._render_views(progress, "render cross-camera", pipeline, targets, views, "cross-camera", "cross-camera", base.name, final)
-        if "sparse" in self.strategies and not self.pandaset:
-            held = [v for v in views.views if not v.trained]
-            if not held:
-                raise InputError(f"sparse: the {o.dataparser} run has no held-out (eval) images; give the dataparser a sparse split")
-            self._render_views(progress, "render sparse", pipeline, held, views, "sparse", "sparse", base.name, final)
-        if "cycle" in self.strategies:
-            self._cycle_shift_renders(progress, pipeline, views)
-        self.base_views = views
-        self.timings["render base"] = time.perf_counter() - start
-        del pipeline
-
-    def _strategy_sparse(self, progress: Any) -> None:
-        """pandaset-data: train on every k-th frame, render the skipped frames of the training cameras."""
-        k = self.o.sparse_stride
-        name = f"sparse-k{k}"
-        args = self._pandaset_args(
-            self.data, self.o.cameras, self.o.frame_start, self.frame_end,
-            downscale_factor=self.downscale, train_stride=k, **self._base_eval_args(),
-        )  # fmt: skip
-        run = self.train(name, PANDASET, args, self.o.iterations, progress)
-        start = time.perf_counter()
-        config, pipeline = load_pipeline(run.config, self.device)
-        views = self._views(run, config, pipeline)
+            render_underfit(self.collector, progress, config, pipeline, views, self.o.iterations, self.o.underfit_fractions)
         final = checkpoint_steps(config)[-1]
         load_checkpoint(config, pipeline, final)
-        held = [v for v in views.views if not v.trained and v.camera in self.o.cameras]
-        self._render_views(progress, f"render {name}", pipeline, held, views, name, "sparse", name, final)
-        self.timings[f"render {name}"] = time.perf_counter() - start
-        del pipeline
-
-    # ------------------------------------------------------------------ cycle
-
-    def _cycle_shift_renders(self, progress: Any, pipeline: Any, views: RunViews) -> None:
-        """Render the base run along the recorded path of --cameras shifted by each offset; write datasets."""
-        from difix_refiner.cameras.trajectory import rig_axes, shift_poses
-
-        recorded = sorted((v for v in views.views if v.camera in self.o.cameras), key=lambda v: (v.camera, v.frame))
-        frames = sorted({v.frame for v in recorded})
-        if frames != self.frames:
-            raise RuntimeError("cycle: the recorded cameras do not cover every frame of the range")
-        poses = np.stack([v.pose for v in recorded])  # [N, 3, 4]
-        mpsu = views.metres_per_scene_unit
-        axes = rig_axes(poses, [v.frame for v in recorded], mpsu, camera_names=[v.camera for v in recorded])
-        self.cycle_data: Dict[float, Tuple[Path, List[View], Dict[str, Any]]] = {}
-        for offset in self.cycle_offsets:
-            label = f"cycle{offset:+g}m"
-            shifted = shift_poses(poses, offset, mpsu, axes=axes)  # [N, 3, 4] scene units
-            cams = cameras_with_poses(_stack_cameras(recorded), shifted)
-            task = progress.add_task(f"render {label} shifted path", total=len(recorded))
-            per_camera: Dict[str, Dict[str, Any]] = {}
-            world = scene_to_world(shifted, views.dataparser_transform, views.dataparser_scale)  # [N, 3, 4] metres
-            for i, v in enumerate(recorded):
-                spec = per_camera.setdefault(
-                    v.camera,
-                    {"images": [], "camera_to_world": [], **{k: float(getattr(v.cameras, k)[0, 0]) for k in ("fx", "fy", "cx", "cy")}},
-                )
-                spec["images"].append(render(pipeline, cams[i : i + 1]))
-                spec["camera_to_world"].append(world[i])
-                progress.advance(task)
-            for spec in per_camera.values():
-                spec["camera_to_world"] = np.stack(spec["camera_to_world"])
-            folder = self.runs_dir / f"{label}-data"
-            info = write_pandaset_folder(folder, self.data, frames, per_camera, eval_copy_of=self.o.cameras[0])
-            self.console.log(f"{label}: shifted renders written as a pandaset-data folder: {folder}")
-            self.cycle_data[offset] = (folder, recorded, {"shifted_scene_poses": shifted, **info})
-
-    def _strategy_cycle(self, progress: Any) -> None:
-        """Train a second run on each shifted dataset; render the recorded path with it."""
-        base = self.base_views
-        for offset in self.cycle_offsets:
-            label = f"cycle{offset:+g}m"
-            folder, recorded, info = self.cycle_data[offset]
-            args = self._pandaset_args(
-                folder, self.o.cameras, 0, None, downscale_factor=1, eval_mode="cross-camera",
-                eval_cameras=[info["eval_camera"]], auto_scale_poses="False", scale_factor=repr(base.dataparser_scale),
+        if "cross-camera" in self.strategies:
+            render_cross_camera(self.collector, progress, pipeline, views, self.targets, final)
+        if "sparse" in self.strategies and not self.pandaset:
+            render_held_out(self.collector, progress, pipeline, views, self.o.dataparser, final)
+        datasets: List[ShiftedDataset] = []
+        if "cycle" in self.strategies:
+            datasets = render_shifted_datasets(
+                progress, self.console, pipeline, views, cameras=self.o.cameras, frames=self.frames,
+                offsets=self.cycle_offsets, data=self.data, runs_dir=self.runs_dir,
             )  # fmt: skip
-            run = self.train(label, PANDASET, args, self.o.iterations, progress)
-            start = time.perf_counter()
-            config, pipeline = load_pipeline(run.config, self.device)
-            outputs = pipeline.datamanager.train_dataparser_outputs
-            b_transform, b_scale = outputs.dataparser_transform.double().numpy(), float(outputs.dataparser_scale)
-            self._check_cycle_frame(outputs, recorded, info["shifted_scene_poses"], base, b_transform, b_scale)
-            final = checkpoint_steps(config)[-1]
-            load_checkpoint(config, pipeline, final)
-
-            def cameras_for(view: View) -> Tuple[Any, Dict[str, Any]]:
-                world = scene_to_world(view.pose[None], base.dataparser_transform, base.dataparser_scale)
-                in_b = world_to_scene(world, b_transform, b_scale)  # [1, 3, 4] in the second run's frame
-                cams = cameras_with_poses(view.cameras, in_b)
-                # Record the pose the second run rendered, mapped back into the first run's frame.
-                back = world_to_scene(scene_to_world(cams.camera_to_worlds.double().numpy(), b_transform, b_scale),
-                                      base.dataparser_transform, base.dataparser_scale)  # fmt: skip
-                return cams, camera_record(cams, back[0])
-
-            self._render_views(progress, f"render {label}", pipeline, recorded, base, label, "cycle", run.name, final, cameras_for)
-            self.timings[f"render {label}"] = time.perf_counter() - start
-            del pipeline
-
-    @staticmethod
-    def _check_cycle_frame(outputs: Any, recorded: List[View], shifted: np.ndarray, base: RunViews, b_transform: np.ndarray, b_scale: float) -> None:
-        """The second run's cameras, mapped into the first run's frame, must be the shifted poses."""
-        names = [str(n) for n in outputs.metadata["camera_names"]]
-        frames = [int(f) for f in outputs.metadata["frame_indices"]]
-        b_poses = outputs.cameras.camera_to_worlds.double().numpy()  # [M, 3, 4] second run's frame
-        in_a = world_to_scene(scene_to_world(b_poses, b_transform, b_scale), base.dataparser_transform, base.dataparser_scale)
-        first = min(v.frame for v in recorded)
-        expected = {(v.camera, v.frame - first): shifted[i] for i, v in enumerate(recorded)}
-        worst = 0.0
-        for j, key in enumerate(zip(names, frames)):
-            if key not in expected:
-                raise RuntimeError(f"cycle: the second run has an unexpected image {key}")
-            worst = max(worst, float(np.abs(in_a[j] - expected[key]).max()))
-        if worst > 1e-4:
-            raise RuntimeError(f"cycle: the second run's cameras are off by {worst:.2e} scene units from the shifted poses")
+        self.trainer.timings["render base"] = time.perf_counter() - start
+        return views, datasets
 
     # ------------------------------------------------------------------ driver
 
@@ -1160,11 +411,15 @@ class MakePairsJob:
             progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
             with progress:
                 base = self._base_run(progress)
-                self._strategy_base(progress, base)
+                base_views, shifted = self._render_base(progress, base)
                 if "sparse" in self.strategies and self.pandaset:
-                    self._strategy_sparse(progress)
+                    render_sparse_stride(
+                        self.trainer, self.collector, progress, stride=self.o.sparse_stride, data=self.data,
+                        cameras=self.o.cameras, frame_start=self.o.frame_start, frame_end=self.frame_end,
+                        downscale_factor=self.downscale, eval_args=eval_split_args(self.targets, len(self.frames)),
+                    )  # fmt: skip
                 if "cycle" in self.strategies:
-                    self._strategy_cycle(progress)
+                    render_cycle(self.trainer, self.collector, progress, base_views, shifted, self.o.cameras)
             if not self.collector.entries:
                 raise RuntimeError("no pairs were produced")
         self.timings["total"] = time.perf_counter() - start
@@ -1175,6 +430,16 @@ class MakePairsJob:
         counts = validate_pairs(json_path)
         self._print_summary(counts)
         return counts
+
+    @property
+    def runs(self) -> Dict[str, TrainedRun]:
+        """Every run trained so far, by name."""
+        return self.trainer.runs
+
+    @property
+    def timings(self) -> Dict[str, float]:
+        """Wall times in seconds, by stage."""
+        return self.trainer.timings
 
     def _manifest(self) -> Dict[str, Any]:
         o = self.o
@@ -1227,24 +492,10 @@ class MakePairsJob:
         )
 
 
-def _stack_cameras(views: Sequence[View]) -> Any:
-    """nerfstudio ``Cameras`` [N] of several views."""
-    import torch
-    from nerfstudio.cameras.cameras import Cameras
-
-    cams = [v.cameras for v in views]
-    cat = lambda name: torch.cat([getattr(c, name) for c in cams])  # noqa: E731
-    dist = None if any(c.distortion_params is None for c in cams) else cat("distortion_params")
-    return Cameras(
-        camera_to_worlds=cat("camera_to_worlds"), fx=cat("fx"), fy=cat("fy"), cx=cat("cx"), cy=cat("cy"),
-        width=cat("width"), height=cat("height"), distortion_params=dist, camera_type=cat("camera_type"),
-    )  # fmt: skip
-
-
-def make_pairs(options: "MakePairsCommand") -> Dict[str, int]:
-    """Build the pair set described by ``options`` (a :class:`MakePairsCommand`); returns {split: count}.
+def make_pairs(config: MakePairsConfig) -> Dict[str, int]:
+    """Build the pair set described by ``config``; returns {split: count}.
 
     Raises:
         InputError: bad options (nothing is written then).
     """
-    return MakePairsJob(options).run()
+    return MakePairsJob(config).run()

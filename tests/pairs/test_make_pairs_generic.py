@@ -20,9 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(
-    not EXAMPLE.is_dir() or not (BIN / "ns-train").exists(), reason="needs examples/pandaset_002 and ns-train"
-)
+pytestmark = pytest.mark.skipif(not (BIN / "ns-train").exists(), reason="needs nerfstudio's ns-train next to this Python")
 
 
 def nerfstudio_folder(out: Path) -> Path:

@@ -1,5 +1,8 @@
 """make-pairs without training: input checks, frame splits, references, pose maths, the cycle's
-PandaSet folder, and merge-pairs. Fast (a few seconds plus imports)."""
+PandaSet folder, and merge-pairs. Fast (a few seconds plus imports).
+
+Bad input raises :class:`InputError` from the engines; ``difix_refiner.commands.cli`` alone turns it
+into the one-line ``difix-refiner <command>: error:`` exit, tested here through ``entrypoint``."""
 
 import json
 from pathlib import Path
@@ -9,25 +12,20 @@ import pytest
 import tyro
 from PIL import Image
 
-from difix_refiner.core.errors import InputError
-from difix_refiner.data.pandaset import quat_wxyz_to_matrix
-from difix_refiner.pairs.make_pairs import (
-    FrameSplit,
-    matrix_to_quat_wxyz,
-    nearest_steps,
-    resolve_test_frames,
-    save_period,
-    underfit_steps,
-    write_pandaset_folder,
-)
-from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
-from difix_refiner.pairs.format import PairEntry, read_pairs, validate_pairs, write_pairs
-from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
 from difix_refiner.cameras.reference_views import nearest_reference, pose_costs
+from difix_refiner.cameras.scene_frame import scene_to_world, world_to_scene
+from difix_refiner.commands.cli import entrypoint
+from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
+from difix_refiner.core.errors import InputError
+from difix_refiner.data.pandaset import matrix_to_quat_wxyz, quat_wxyz_to_matrix
+from difix_refiner.pairs.format import PairEntry, PairsError, read_pairs, validate_pairs, write_pairs
+from difix_refiner.pairs.frame_split import FrameSplit, resolve_test_frames
+from difix_refiner.pairs.make_pairs import MakePairsConfig, MakePairsJob, make_pairs
+from difix_refiner.pairs.pandaset_writer import write_pandaset_folder
+from difix_refiner.pairs.underfit import nearest_steps, save_period, underfit_steps
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"
-needs_example = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs examples/pandaset_002")
 
 
 def random_rotations(n, seed=0):
@@ -118,7 +116,6 @@ def test_scene_world_round_trip():
     np.testing.assert_allclose(scene_to_world(scene, transform, 0.25), world, atol=1e-12)
 
 
-@needs_example
 def test_cycle_folder_keeps_cameras_exactly(tmp_path):
     """Poses and intrinsics written for the cycle's second run come back from pandaset-data unchanged."""
     from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
@@ -157,13 +154,12 @@ def test_cycle_folder_keeps_cameras_exactly(tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 
-def command(tmp_path, **kw):
+def config(tmp_path, **kw):
     args = dict(data=EXAMPLE, output_dir=tmp_path / "out", iterations=3, device="cpu", downscale_factor=4)
     args.update(kw)
-    return MakePairsCommand(**args)
+    return MakePairsConfig(**args)
 
 
-@needs_example
 @pytest.mark.parametrize(
     "kw, message",
     [
@@ -185,38 +181,45 @@ def command(tmp_path, **kw):
         (dict(dataparser="nerfstudio-data", strategy=("underfit", "cycle")), "needs the pandaset-data dataparser"),
     ],
 )
-def test_bad_input_exits_before_training(tmp_path, kw, message):
-    with pytest.raises(SystemExit, match=message) as info:
-        command(tmp_path, **kw).main()
-    assert str(info.value).startswith("make-pairs: error:")
+def test_bad_input_is_refused_before_training(tmp_path, kw, message):
+    with pytest.raises(InputError, match=message):
+        make_pairs(config(tmp_path, **kw))
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-@needs_example
+def test_bad_input_exits_with_one_line(tmp_path):
+    """On the command line, bad input is one line naming the command, before any training."""
+    args = ["make-pairs", "--data", str(EXAMPLE), "--output-dir", str(tmp_path / "out"), "--iterations", "3",
+            "--device", "cpu", "--test-frames", "70", "60"]  # fmt: skip
+    with pytest.raises(SystemExit, match="is empty") as info:
+        entrypoint(args)
+    assert str(info.value).startswith("difix-refiner make-pairs: error: --test-frames 70 60 is empty")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_folder_conflicts(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="not empty; pass --overwrite"):
-        command(tmp_path).main()
-    with pytest.raises(SystemExit, match="must not contain each other"):
-        command(tmp_path, output_dir=EXAMPLE / "pairs").main()
+    with pytest.raises(InputError, match="not empty; pass --overwrite"):
+        make_pairs(config(tmp_path))
+    with pytest.raises(InputError, match="must not contain each other"):
+        make_pairs(config(tmp_path, output_dir=EXAMPLE / "pairs"))
     assert not (EXAMPLE / "pairs").exists()
-    with pytest.raises(SystemExit, match="data folder not found"):
-        command(tmp_path, data=tmp_path / "missing").main()
+    with pytest.raises(InputError, match="data folder not found"):
+        make_pairs(config(tmp_path, data=tmp_path / "missing"))
 
 
-@needs_example
 def test_overwrite_replaces_only_make_pairs_results(tmp_path):
-    from difix_refiner.pairs.make_pairs import MakePairsJob
-
     out = tmp_path / "out"
     (out / "runs" / "base").mkdir(parents=True)
     (out / "images").mkdir()
     (out / ".images.x1.partial").mkdir()  # left by a killed run
+    (out / ".pairs.x2.partial.json").write_text("{")  # likewise (core.atomic's temporary file name)
     (out / "pairs.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
-    job = MakePairsJob(command(tmp_path, overwrite=True))
+    job = MakePairsJob(config(tmp_path, overwrite=True))
     job.check()
     job.prepare_output()
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "runs"]
@@ -259,9 +262,14 @@ def test_merge_pairs_command(tmp_path):
     raw = json.loads((out / "pairs.json").read_text())
     assert raw["test"]["scene2/underfit-25_front_camera_00004"]["image"] == "../b/render_4.png"  # relative to the output
 
-    with pytest.raises(SystemExit, match="already exists"):
+    with pytest.raises(InputError, match="already exists"):
         MergePairsCommand(inputs=(f"scene1={a}",), output=out).main()
-    with pytest.raises(SystemExit, match="scene name 'scene1' is used by both"):
+    with pytest.raises(PairsError, match="scene name 'scene1' is used by both"):
         MergePairsCommand(inputs=(f"scene1={a}", f"scene1={b}"), output=tmp_path / "m2.json").main()
-    with pytest.raises(SystemExit, match="not found"):
+    with pytest.raises(PairsError, match="not found"):
         MergePairsCommand(inputs=(f"scene1={tmp_path / 'none.json'}",), output=tmp_path / "m3.json").main()
+    with pytest.raises(InputError, match="at least one pair JSON"):
+        MergePairsCommand(inputs=(), output=tmp_path / "m4.json").main()
+    # On the command line: one line naming the command.
+    with pytest.raises(SystemExit, match="^difix-refiner merge-pairs: error: .*already exists"):
+        entrypoint(["merge-pairs", "--inputs", f"scene1={a}", "--output", str(out)])
