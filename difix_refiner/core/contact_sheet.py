@@ -93,12 +93,13 @@ def make_row_sheet(
     """Assemble a grid of labelled rows (top to bottom, in order) by frames (columns).
 
     Args:
-        rows: The rows. Rows without any thumbnail are left out; a frame a row has no thumbnail of
-            shows a grey cell, and thumbnails are resized to the first one's size.
+        rows: The rows (``LabelledRow`` or ``(label, thumbnails)`` pairs). Rows without any thumbnail are
+            left out; a frame a row has no thumbnail of shows a grey cell, and thumbnails are resized to
+            the first one's size.
         frame_labels: Frame indices of the columns, in order.
         label_margin: Width in pixels of the label column; default ``max(140, thumbnail width / 2)``.
     """
-    rows = [row for row in rows if row.thumbnails]
+    rows = [LabelledRow(*row) for row in rows if row[1]]  # (label, thumbnails) pairs are rows too
     if not rows or not frame_labels:
         raise ValueError("a contact sheet needs at least one row with images and one frame")
     th, tw = next(iter(rows[0].thumbnails.values())).shape[:2]
