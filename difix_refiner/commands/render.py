@@ -26,6 +26,7 @@ from difix_refiner.core.progress import progress_bar
 from difix_refiner.core.video import Mp4Writer, video_backend
 from difix_refiner.fixer.options import FixerOptions, resolve_device
 from difix_refiner.scene.run_pipeline import (
+    cameras_with_poses,
     load_pipeline,
     render_camera,
     training_cameras,
@@ -161,22 +162,9 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
     def _shifted_cameras(self, recorded: RecordedImages, selection: np.ndarray, offset_m: float) -> Tuple[Any, np.ndarray]:
         """Cameras for the selected images shifted by ``offset_m``, and their poses ``[M, 3, 4]``."""
         import torch
-        from nerfstudio.cameras.cameras import Cameras
 
         poses = self.shifted_poses(recorded, selection, offset_m)  # [M, 3, 4] float64
-        train = recorded.cameras[torch.from_numpy(selection)]
-        cameras = Cameras(
-            camera_to_worlds=torch.from_numpy(poses).float(),
-            fx=train.fx.clone(),
-            fy=train.fy.clone(),
-            cx=train.cx.clone(),
-            cy=train.cy.clone(),
-            width=train.width.clone(),
-            height=train.height.clone(),
-            distortion_params=None if train.distortion_params is None else train.distortion_params.clone(),
-            camera_type=train.camera_type.clone(),
-            times=None if train.times is None else train.times.clone(),
-        )
+        cameras = cameras_with_poses(recorded.cameras[torch.from_numpy(selection)], poses)
         if self.resolution_scale != 1.0:
             cameras.rescale_output_resolution(self.resolution_scale)
         return cameras, poses

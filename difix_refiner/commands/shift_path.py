@@ -34,11 +34,8 @@ class ShiftPathCommand(ShiftOptions):
     """
 
     def main(self) -> None:
-        """Run the command; bad input exits with a one-line message."""
-        try:
-            self.run()
-        except InputError as exc:
-            raise SystemExit(f"shift-path: error: {exc}") from None
+        """Write the camera paths (bad input raises ``InputError``; the console script prints it as one line)."""
+        self.run()
 
     def run(self) -> List[Path]:
         """Write the camera paths and return their paths (raises ``InputError`` on bad input)."""

@@ -24,9 +24,13 @@ from difix_refiner.core.errors import InputError
 from difix_refiner.pairs.collector import PairCollector
 from difix_refiner.pairs.pandaset_writer import write_pandaset_folder
 from difix_refiner.pairs.runs import RunTrainer
-from difix_refiner.pairs.views import RunViews, View, camera_record, cameras_with_poses, stack_cameras
+from difix_refiner.pairs.views import RunViews, View, camera_record, stack_cameras
 from difix_refiner.scene import run_pipeline
-from difix_refiner.scene.run_pipeline import checkpoint_steps, load_checkpoint
+from difix_refiner.scene.run_pipeline import (
+    cameras_with_poses,
+    checkpoint_steps,
+    load_checkpoint,
+)
 
 
 def cycle_label(offset: float) -> str:

@@ -177,25 +177,6 @@ def dataset_views(name: str, config_path: Path, pipeline: Any, metres_per_scene_
     )
 
 
-def cameras_with_poses(cameras: Any, poses: np.ndarray) -> Any:
-    """A copy of nerfstudio ``cameras`` [N] (same intrinsics and size) at other poses ``[N, 3, 4]``."""
-    import torch
-    from nerfstudio.cameras.cameras import Cameras
-
-    return Cameras(
-        camera_to_worlds=torch.from_numpy(np.asarray(poses, dtype=np.float64)).float(),
-        fx=cameras.fx.clone(),
-        fy=cameras.fy.clone(),
-        cx=cameras.cx.clone(),
-        cy=cameras.cy.clone(),
-        width=cameras.width.clone(),
-        height=cameras.height.clone(),
-        distortion_params=None if cameras.distortion_params is None else cameras.distortion_params.clone(),
-        camera_type=cameras.camera_type.clone(),
-        times=None if cameras.times is None else cameras.times.clone(),
-    )
-
-
 def camera_record(cameras: Any, pose: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """JSON description of one camera ``[1]``: pose (scene units, OpenGL axes), intrinsics, size."""
     c2w = cameras.camera_to_worlds[0].double().numpy() if pose is None else np.asarray(pose, dtype=np.float64)

@@ -97,6 +97,25 @@ def training_cameras(pipeline: Any) -> Any:
     return cameras
 
 
+def cameras_with_poses(cameras: Any, poses: np.ndarray) -> Any:
+    """A copy of nerfstudio ``cameras`` [N] (same intrinsics and size) at other poses ``[N, 3, 4]``."""
+    import torch
+    from nerfstudio.cameras.cameras import Cameras
+
+    return Cameras(
+        camera_to_worlds=torch.from_numpy(np.asarray(poses, dtype=np.float64)).float(),
+        fx=cameras.fx.clone(),
+        fy=cameras.fy.clone(),
+        cx=cameras.cx.clone(),
+        cy=cameras.cy.clone(),
+        width=cameras.width.clone(),
+        height=cameras.height.clone(),
+        distortion_params=None if cameras.distortion_params is None else cameras.distortion_params.clone(),
+        camera_type=cameras.camera_type.clone(),
+        times=None if cameras.times is None else cameras.times.clone(),
+    )
+
+
 @dataclass
 class Render:
     """One render: colour uint8 ``[H, W, 3]``, z-depth in metres and accumulation ``[H, W]``."""

@@ -12,8 +12,10 @@ import tyro
 from PIL import Image
 
 from difix_refiner.commands import render as render_command
+from difix_refiner.commands.cli import run_command
 from difix_refiner.commands.render import RenderRecordedCommand, RenderShiftedCommand
-from difix_refiner.fixer.render_fixing import fix_render, load_fixer, read_photo
+from difix_refiner.fixer.options import FixerOptions
+from difix_refiner.fixer.render_fixing import fix_render, read_photo
 
 WORLD_Z = np.array([0.0, 0.0, 1.0])
 NUM_FRAMES = 9
@@ -96,7 +98,7 @@ def config_file(tmp_path):
 def run_cli(monkeypatch, pipeline, *args, command_class=RenderShiftedCommand):
     monkeypatch.setattr(RenderShiftedCommand, "_load_pipeline", lambda self: pipeline)
     command = tyro.cli(command_class, args=[str(a) for a in args])
-    command.main()
+    run_command("render-recorded" if command_class is RenderRecordedCommand else "render-shifted", command)
     return command
 
 
@@ -273,7 +275,7 @@ def test_fix_writes_fixed_frames_videos_sheet_and_manifest(tmp_path, monkeypatch
         np.testing.assert_allclose(refs[0, 0].permute(1, 2, 0).numpy() * 255.0, photo, atol=1e-3)
 
     # The fixed frame is exactly fix_render(fixer, unfixed frame, same-frame photo).
-    fixer, _ = load_fixer("tiny", None, "cpu")
+    fixer, _ = FixerOptions(fixer_base="tiny", fixer_device="cpu").load_fixer()
     unfixed = png(out / "offset_+1m/frame_00004.png")
     want = fix_render(fixer, unfixed, read_photo(photos[NUM_FRAMES + 4], WIDTH, HEIGHT))
     np.testing.assert_array_equal(png(out / "offset_+1m_fixed/frame_00004.png"), want)
@@ -323,7 +325,7 @@ def test_fix_without_reference_and_without_fix(tmp_path, monkeypatch, config_fil
     run_cli(monkeypatch, pipeline, "--load-config", config_file, "--offsets", -1, "--output-dir", out,
             "--frame-stride", 4, "--fix", "--fixer-base", "tiny", "--no-fixer-reference", "--fixer-device", "cpu")
     assert loaded and all(refs is None for _, refs in loaded[0].calls) and len(loaded[0].calls) == 2 * 3
-    fixer, _ = load_fixer("tiny", None, "cpu")
+    fixer, _ = FixerOptions(fixer_base="tiny", fixer_device="cpu").load_fixer()
     np.testing.assert_array_equal(png(out / "offset_-1m_fixed/frame_00008.png"),
                                   fix_render(fixer, png(out / "offset_-1m/frame_00008.png"), None))
     assert json.loads((out / "manifest.json").read_text())["fixer"]["reference"] is False

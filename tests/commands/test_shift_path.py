@@ -8,9 +8,12 @@ import pytest
 import torch
 import tyro
 from nerfstudio.cameras.camera_paths import get_path_from_json
-from nerfstudio.data.dataparsers.base_dataparser import transform_poses_to_original_space
+from nerfstudio.data.dataparsers.base_dataparser import (
+    transform_poses_to_original_space,
+)
 
 from difix_refiner.commands import shift_path as shift_command
+from difix_refiner.commands.cli import run_command
 from difix_refiner.commands.shift_path import ShiftPathCommand
 
 PANDASET = Path(__file__).resolve().parents[2] / "examples" / "pandaset_002"
@@ -30,8 +33,12 @@ def world_drive(n=40):
 
 def write_run(tmp_path, method_name="splatfacto"):
     """A nerfstudio run folder with config.yml; the dataparser recentres, rotates and rescales."""
-    from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
-    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from nerfstudio.data.datamanagers.full_images_datamanager import (
+        FullImageDatamanagerConfig,
+    )
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import (
+        NerfstudioDataParserConfig,
+    )
     from nerfstudio.engine.trainer import TrainerConfig
     from nerfstudio.models.splatfacto import SplatfactoModelConfig
     from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
@@ -72,8 +79,18 @@ def run(tmp_path_factory):
     return write_run(tmp_path_factory.mktemp("run"))
 
 
+class _Cli:
+    """A parsed shift-path command whose main() runs as the console script does (errors as one-line exits)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def main(self):
+        return run_command("shift-path", self.command)
+
+
 def cli(*args):
-    return tyro.cli(ShiftPathCommand, args=[str(a) for a in args])
+    return _Cli(tyro.cli(ShiftPathCommand, args=[str(a) for a in args]))
 
 
 def test_shifted_paths_are_at_offsets_in_world_metres(run, tmp_path):
