@@ -3,104 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
 
-from difix_refiner.core.errors import InputError
-from difix_refiner.evaluation.evaluate_run import (
-    EvalSettings,
-    RunEvaluation,
-    build_contact_sheet,
-    eval_progress,
-    evaluate_run,
-)
-from difix_refiner.evaluation.report import check_free, write_report
-from difix_refiner.fixer.options import FixerOptions
-from difix_refiner.scene.trained_run import load_run_config
+from difix_refiner.evaluation.report import EvalConfig, evaluate_and_report
 
 
 @dataclass
-class EvalCommand(FixerOptions, EvalSettings):
-    """Evaluate a trained pandaset-data run; write metrics.json and contact_sheet.png to --output-dir.
-
-    Held-out photos (every eval_interval-th frame, and the run's eval_cameras, e.g. front-left/right,
-    whatever its eval_mode; views it trained on are skipped): PSNR, SSIM, and LPIPS when its weights are
-    on disk. Drives shifted sideways by --offsets metres (positive = left), which have no photo: depth
-    AbsRel/RMSE against LiDAR, LiDAR-anchored colour PSNR, sharpness (variance of the Laplacian) vs the
-    recorded path, fixer agreement, and FID/KID with --inception-weights. Contact-sheet rows: the
-    recorded photo; then per run, its render on the recorded path, its render shifted by --sheet-offset,
-    and that render after the fixer.
-    """
-
-    load_config: Path
-    """Path to the run's config.yml (written by ns-train)."""
-    output_dir: Optional[Path] = None
-    """Folder for metrics.json and contact_sheet.png (default: an 'eval' folder next to the config)."""
-    compare_config: Optional[Path] = None
-    """A second run's config.yml (e.g. the baseline vs the refiner); both are evaluated the same way and metrics.json is keyed by --label / --compare-label."""
-    label: str = "run"
-    """Name of the --load-config run in the contact sheet (and in metrics.json with --compare-config)."""
-    compare_label: str = "compare"
-    """Name of the --compare-config run."""
-    overwrite: bool = False
-    """Replace metrics.json / contact_sheet.png already in --output-dir."""
+class EvalCommand(EvalConfig):
+    __doc__ = EvalConfig.__doc__  # the subcommand's help
 
     def main(self) -> None:
         """Run the command (bad input raises ``InputError``; the console script prints it as one line)."""
-        self.run()
-
-    def run(self) -> Dict[str, Any]:
-        """Evaluate and write the report; returns the metrics written (raises ``InputError`` on bad input)."""
-        self.checked_offsets()
-        out = Path(self.output_dir) if self.output_dir is not None else Path(self.load_config).parent / "eval"
-        check_free(out, self.overwrite)  # before the slow part
-        for path in (self.load_config, self.compare_config):
-            if path is not None:
-                load_run_config(path)  # missing file / wrong method fails fast
-        if self.compare_config is not None and self.label == self.compare_label:
-            raise InputError("--label and --compare-label must differ")
-        fixer, reason = self.load_fixer()
-        fixer_name = self.fixer_label() if fixer is not None else None
-        runs = []
-        with eval_progress() as progress:
-            runs.append(evaluate_run(self.load_config, self, label=self.label, fixer=fixer, fixer_skip_reason=reason, fixer_name=fixer_name, progress=progress))
-            if self.compare_config is not None:
-                runs.append(
-                    evaluate_run(
-                        self.compare_config, self, label=self.compare_label, fixer=fixer, fixer_skip_reason=reason, fixer_name=fixer_name,
-                        sheet_frames=runs[0].sheet_frames, progress=progress,
-                    )
-                )  # fmt: skip
-        metrics = runs[0].metrics if len(runs) == 1 else {r.label: r.metrics for r in runs}
-        write_report(out, metrics, build_contact_sheet(runs), overwrite=self.overwrite)
-        _print_summary(runs, out)
-        return metrics
-
-
-def _fmt(value: Optional[float], digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _print_summary(runs: Sequence[RunEvaluation], out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    for run in runs:
-        m = run.metrics
-        plus = "".join(
-            f", {kind} + fixer {_fmt(m[key]['fixed']['psnr'])}"
-            for key, kind in (("heldout", "held-out"), ("cross_camera", "cross-camera"))
-            if m[key]["fixed"] is not None
-        )
-        table = Table(
-            title=f"{run.label}: held-out PSNR {_fmt(m['heldout']['psnr'])}, cross-camera PSNR {_fmt(m['cross_camera']['psnr'])}{plus}"
-        )
-        for col in ("offset", "LiDAR PSNR", "depth AbsRel", "depth RMSE m", "sharpness", "fixer PSNR"):
-            table.add_column(col)
-        for key, e in [("0 (recorded)", m["recorded"])] + list(m["shifted"].items()):
-            table.add_row(key, _fmt(e["lidar_psnr"]), _fmt(e["depth_absrel"], 3), _fmt(e["depth_rmse"]), _fmt(e["sharpness"], 1), _fmt(e["fixer_agreement_psnr"]))
-        console.print(table)
-        for what, why in m["skipped"].items():
-            console.print(f"  skipped {what}: {why}")
-    console.print(f"Wrote {out / 'metrics.json'} and {out / 'contact_sheet.png'}")
+        evaluate_and_report(self)

@@ -10,18 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import tyro
 from PIL import Image
 
-from difix_refiner.evaluation.evaluate_run import EvalCommand
+from difix_refiner.commands.cli import entrypoint
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "pandaset_002"
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(
-    not EXAMPLE.is_dir() or not (BIN / "ns-train").exists(), reason="needs examples/pandaset_002 and ns-train"
-)
+pytestmark = pytest.mark.skipif(not (BIN / "ns-train").exists(), reason="needs ns-train next to this python")
 
 SHIFTED_KEYS = {
     "lidar_psnr", "lidar_points", "depth_absrel", "depth_rmse", "depth_pixels", "sharpness", "sharpness_ratio",
@@ -37,7 +33,7 @@ def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):
         "--frame-stride", "80", "--heldout-stride", "10", "--cross-camera-stride", "80",
         "--thumbnail-width", "80",
     ]  # fmt: skip
-    tyro.cli(EvalCommand, args=args).main()
+    entrypoint(["eval", *args])
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"heldout", "cross_camera", "shifted", "recorded", "skipped", "info"} <= set(metrics)
@@ -70,23 +66,22 @@ def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):
     assert not list(out.glob(".*partial*"))  # atomic writes leave nothing behind
 
     # An existing output is refused unless --overwrite (checked before anything slow).
-    with pytest.raises(SystemExit, match="--overwrite"):
-        tyro.cli(EvalCommand, args=args).main()
-    with pytest.raises(SystemExit, match="offsets"):
-        tyro.cli(EvalCommand, args=args + ["--overwrite", "--offsets", "0"]).main()
+    with pytest.raises(SystemExit, match="^difix-refiner eval: error: .*--overwrite"):
+        entrypoint(["eval", *args])
+    with pytest.raises(SystemExit, match="^difix-refiner eval: error: .*offsets"):
+        entrypoint(["eval", *args, "--overwrite", "--offsets", "0"])
 
 
 def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "compare"
-    tyro.cli(
-        EvalCommand,
-        args=[
-            "--load-config", str(tiny_run), "--compare-config", str(tiny_run), "--output-dir", str(out),
+    entrypoint(
+        [
+            "eval", "--load-config", str(tiny_run), "--compare-config", str(tiny_run), "--output-dir", str(out),
             "--label", "refiner", "--compare-label", "baseline", "--fixer-base", "none", "--offsets", "-1", "1",
             "--frame-stride", "80", "--heldout-stride", "10", "--cross-camera-stride", "80", "--thumbnail-width", "80",
-        ],
-    ).main()  # fmt: skip
+        ]
+    )  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"refiner", "baseline"}
     for run in metrics.values():
@@ -103,7 +98,9 @@ def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
 def test_cross_camera_sheet_shows_photo_and_each_runs_render(tiny_run, monkeypatch):
     import numpy as np
 
-    from difix_refiner.evaluation.evaluate_run import EvalSettings, build_cross_camera_sheet, evaluate_run
+    from difix_refiner.evaluation.contact_sheets import build_cross_camera_sheet
+    from difix_refiner.evaluation.evaluate_run import evaluate_run
+    from difix_refiner.evaluation.settings import EvalSettings
 
     monkeypatch.chdir(REPO)
     settings = EvalSettings(offsets=(1.0,), frame_stride=80, heldout_stride=10, cross_camera_stride=80, thumbnail_width=40)
@@ -124,32 +121,36 @@ def test_plus_step_uses_the_nearest_training_photo_as_reference(tiny_run, monkey
     """The fixed held-out score is fixer(render, nearest training photo) against the photo."""
     import numpy as np
 
-    from difix_refiner.evaluation import eval_command as ec
-    from difix_refiner.core import image_metrics as im
-    from difix_refiner.fixer import Fixer
     from difix_refiner.cameras.reference_views import nearest_reference
+    from difix_refiner.core import image_metrics as im
+    from difix_refiner.core.progress import NoProgress
+    from difix_refiner.evaluation import photo_metrics as pm
+    from difix_refiner.evaluation.runs import camera_matrix, load_run, pandaset_cameras
+    from difix_refiner.fixer import Fixer
+    from difix_refiner.fixer.render_fixing import read_photo
+    from difix_refiner.scene.run_pipeline import render_camera
 
     monkeypatch.chdir(REPO)
     fixer = Fixer.tiny().eval()
     seen = []
-    real_fix = ec.fix_render
+    real_fix = pm.fix_render
 
     def recording_fix(f, image, reference):
         seen.append(reference)
         return real_fix(f, image, reference)
 
-    monkeypatch.setattr(ec, "fix_render", recording_fix)
-    run = ec.load_run(tiny_run)
+    monkeypatch.setattr(pm, "fix_render", recording_fix)
+    run = load_run(tiny_run)
     views = [("front_left_camera", np.array([40]))]
-    result, _ = ec._photo_metrics(run, views, None, ec._NoProgress(), "test", fixer=fixer)
+    result, _ = pm.score_views(run, views, None, NoProgress(), "test", fixer=fixer)
 
-    cams, paths = ec.pandaset_cameras(run, "front_left_camera", np.array([40]))
-    _, w, h = ec.camera_matrix(cams, 0)
+    cams, paths = pandaset_cameras(run, "front_left_camera", np.array([40]))
+    _, w, h = camera_matrix(cams, 0)
     ref = nearest_reference(cams.camera_to_worlds[0].double().numpy(), run.recorded.camera_to_worlds,
                             metres_per_scene_unit=run.recorded.metres_per_scene_unit)  # fmt: skip
     assert abs(int(run.recorded.frame_indices[ref]) - 40) <= 3  # a front-camera photo of about the same moment
-    np.testing.assert_array_equal(seen[0], ec.read_photo(run.train_paths[ref], w, h))
-    render = ec.render_camera(run.pipeline, cams[0:1], run.recorded.metres_per_scene_unit)
-    photo = ec.read_photo(paths[0], w, h)
+    np.testing.assert_array_equal(seen[0], read_photo(run.train_paths[ref], w, h))
+    render = render_camera(run.pipeline, cams[0:1], run.recorded.metres_per_scene_unit)
+    photo = read_photo(paths[0], w, h)
     expected = im.psnr(im.as_float_image(real_fix(fixer, render.rgb, seen[0])), im.as_float_image(photo))
     assert result["fixed"]["psnr"] == pytest.approx(expected, abs=1e-6)
