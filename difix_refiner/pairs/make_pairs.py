@@ -56,8 +56,6 @@ Output folder::
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import copy
 import dataclasses
 import json
@@ -75,11 +73,22 @@ from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
 from difix_refiner.pairs.collector import IMAGES, PairCollector
 from difix_refiner.pairs.cross_camera import eval_split_args, render_cross_camera
-from difix_refiner.pairs.cycle import ShiftedDataset, check_can_shift, render_cycle, render_shifted_datasets
+from difix_refiner.pairs.cycle import (
+    ShiftedDataset,
+    check_can_shift,
+    render_cycle,
+    render_shifted_datasets,
+)
 from difix_refiner.pairs.format import DEFAULT_PROMPT, validate_pairs, write_pairs
 from difix_refiner.pairs.frame_split import resolve_test_frames
 from difix_refiner.pairs.runs import RunTrainer, TrainedRun
-from difix_refiner.pairs.underfit import render_held_out, render_sparse_stride, render_underfit, save_period, underfit_steps
+from difix_refiner.pairs.underfit import (
+    render_held_out,
+    render_sparse_stride,
+    render_underfit,
+    save_period,
+    underfit_steps,
+)
 from difix_refiner.pairs.views import RunViews
 from difix_refiner.scene.run_pipeline import checkpoint_steps, load_checkpoint
 from difix_refiner.scene.trained_run import check_method
@@ -397,7 +406,13 @@ class MakePairsJob:
 
     def run(self) -> Dict[str, Any]:
         """Check, train, render, write; returns the summary ``{split: count, ...}``."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.check()
         self.prepare_output()

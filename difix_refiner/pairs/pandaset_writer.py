@@ -15,7 +15,11 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from difix_refiner.core import atomic
-from difix_refiner.data.pandaset import OPENCV_TO_OPENGL, load_camera, matrix_to_quat_wxyz
+from difix_refiner.data.pandaset import (
+    OPENCV_TO_OPENGL,
+    load_camera,
+    matrix_to_quat_wxyz,
+)
 
 PANDASET_FRAME_RATE_HZ = 10.0
 """Timestamps of a camera the source folder lacks are spaced at PandaSet's rate."""

@@ -7,11 +7,11 @@ import stat
 
 import numpy as np
 import pytest
+from faults.full_disk import full_disk, read_only_folder
 from PIL import Image
 
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
-from faults.full_disk import full_disk, read_only_folder
 
 
 def test_outputs_follow_the_umask(tmp_path):

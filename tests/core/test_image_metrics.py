@@ -6,17 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from difix_refiner.core.errors import InputError
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core import lpips as lpips_metric
-from difix_refiner.evaluation.evaluate_run import (
-    EvalSettings,
-    cross_camera_views,
-    heldout_views,
-    load_fixer,
-    offset_key,
-)
-from difix_refiner.evaluation.report import make_grid
+from difix_refiner.core.contact_sheet import make_row_sheet as make_grid
+from difix_refiner.core.errors import InputError
+from difix_refiner.evaluation.runs import cross_camera_views, heldout_views
+from difix_refiner.evaluation.settings import EvalSettings
+from difix_refiner.evaluation.shifted import offset_key
+from difix_refiner.fixer.options import FixerOptions
 
 
 def textured(seed=0, h=64, w=96):
@@ -92,11 +89,15 @@ def test_fid_kid_with_a_given_extractor():
 
 
 def test_fixer_default_skip_and_bad_settings(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # no examples/fixer-small here
-    fixer, reason = load_fixer(None, None)
+    import difix_refiner.fixer.options as fixer_options
+
+    monkeypatch.chdir(tmp_path)  # the working directory plays no part in finding the bundled fixer
+    assert FixerOptions().fixer_source()[0] == str(fixer_options.bundled_fixer_path())
+    monkeypatch.setattr(fixer_options, "bundled_fixer_path", lambda: None)  # as in an install without it
+    fixer, reason = FixerOptions().load_fixer()
     assert fixer is None and "--fixer-base" in reason
-    with pytest.raises(InputError):
-        load_fixer("tiny", tmp_path / "no-adapter")
+    with pytest.raises(InputError, match="--fixer-adapter not found"):
+        FixerOptions(fixer_base="tiny", fixer_adapter=str(tmp_path / "no-adapter")).load_fixer()
     for bad in ({"offsets": (0.0,)}, {"offsets": ()}, {"frame_stride": 0}, {"offsets": (1.0,), "sheet_offset": 2.0},
                 {"min_accumulation": 1.5}, {"lidar_window": -1}):  # fmt: skip
         with pytest.raises(InputError):
