@@ -515,6 +515,8 @@ def write_pandaset_folder(
     from PIL import Image
 
     from difix_refiner.data.pandaset import OPENCV_TO_OPENGL, load_camera
+    from difix_refiner.data.pandaset_release import release_file
+    from difix_refiner.data.release_cache import cached_release_sweep
 
     folder = Path(folder)
     if folder.exists():
@@ -560,6 +562,8 @@ def write_pandaset_folder(
             sweep = Path(source) / "lidar" / f"{f:02d}.npz"
             if sweep.is_file():  # PandaSet drops some sweeps; the dataparser skips missing ones
                 shutil.copyfile(sweep, lidar_dir / f"{j:02d}.npz")
+            elif release_file(source, "lidar", f).is_file():  # a PandaSet release folder: its converted sweep
+                np.savez(lidar_dir / f"{j:02d}.npz", **cached_release_sweep(release_file(source, "lidar", f)))
         (tmp / "README.md").write_text(
             "Rendered by difix-refiner make-pairs (cycle strategy): shifted renders of a first run, in\n"
             f"PandaSet layout. Frames 0..{len(frames) - 1} are frames {frames[0]}..{frames[-1]} of {source}.\n"
