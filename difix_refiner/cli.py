@@ -15,6 +15,7 @@ def subcommands() -> Dict[str, type]:
     """Subcommand name -> command dataclass."""
     from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
     from difix_refiner.cameras.shift_command import ShiftPathCommand
+    from difix_refiner.data.import_command import ImportPandasetCommand
     from difix_refiner.demo import DemoCommand
     from difix_refiner.evaluation.eval_command import EvalCommand
     from difix_refiner.fixer.fix_command import FixCommand
@@ -31,6 +32,7 @@ def subcommands() -> Dict[str, type]:
         "merge-pairs": MergePairsCommand,
         "train-fixer": TrainFixerCommand,
         "eval": EvalCommand,
+        "import-pandaset": ImportPandasetCommand,
     }
 
 
