@@ -87,8 +87,6 @@ def is_release_layout(root: Path) -> bool:
 class PickledObject:
     """Inert stand-in for a pandas object in a pickle: it only keeps the state the pickle gives it."""
 
-    pandas_name = ""
-    """The pandas class it stands for, as a pickle names it ("module Name")."""
     state: Any = None
 
     def __setstate__(self, state: Any) -> None:
@@ -99,19 +97,19 @@ class PickledObject:
 
 
 class PickledDataFrame(PickledObject):
-    pandas_name = "pandas.core.frame DataFrame"
+    """Stands for pandas.DataFrame; its state holds the BlockManager."""
 
 
 class PickledBlockManager(PickledObject):
-    pandas_name = "pandas.core.internals.managers BlockManager"
+    """Stands for pandas' BlockManager; its state holds the column blocks."""
 
 
 class PickledIndexClass(PickledObject):
-    pandas_name = "pandas.core.indexes.base Index"
+    """Stands for the class pandas.Index (passed to ``_new_Index``)."""
 
 
 class PickledRangeIndexClass(PickledObject):
-    pandas_name = "pandas.core.indexes.range RangeIndex"
+    """Stands for the class pandas.RangeIndex (passed to ``_new_Index``)."""
 
 
 class PickledIndex:

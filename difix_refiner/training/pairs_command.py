@@ -27,7 +27,7 @@ class MakePairsCommand:
     """
 
     data: Path
-    """Scene folder (for pandaset-data: the layout of examples/pandaset_002). Never written to."""
+    """Scene folder (for pandaset-data: the layout of examples/pandaset_002, or a PandaSet release sequence folder). Never written to."""
     output_dir: Path
     """Folder for pairs.json, manifest.json, images/ and runs/. Must be empty unless --overwrite."""
     strategy: Tuple[Strategy, ...] = ()
