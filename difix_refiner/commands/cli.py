@@ -25,6 +25,7 @@ def subcommands() -> Dict[str, type]:
     from difix_refiner.commands.demo import DemoCommand
     from difix_refiner.commands.eval import EvalCommand
     from difix_refiner.commands.fix import FixCommand
+    from difix_refiner.commands.import_pandaset import ImportPandasetCommand
     from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
     from difix_refiner.commands.render import (
         RenderRecordedCommand,
@@ -43,6 +44,7 @@ def subcommands() -> Dict[str, type]:
         "merge-pairs": MergePairsCommand,
         "train-fixer": TrainFixerCommand,
         "eval": EvalCommand,
+        "import-pandaset": ImportPandasetCommand,
     }
 
 

@@ -19,7 +19,15 @@ from PIL import Image
 
 from difix_refiner.core.errors import InputError
 
-CAMERA_NAMES = ("front_camera", "front_left_camera", "front_right_camera")
+CAMERA_NAMES = (
+    "front_camera",
+    "front_left_camera",
+    "front_right_camera",
+    "left_camera",
+    "right_camera",
+    "back_camera",
+)
+"""The six cameras of the PandaSet rig (a folder may hold only some of them, e.g. the bundled scene's first three)."""
 
 # OpenCV camera axes (x right, y down, z forward) -> OpenGL/nerfstudio axes (x right, y up, z back).
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
@@ -198,6 +206,9 @@ def load_lidar_sweeps(root: Path, frames: Sequence[int]) -> Dict[int, np.ndarray
     for f in frames:
         path = lidar_dir / f"{int(f):02d}.npz"
         if not path.is_file():
+            release = _release_sweep_xyz(Path(root), int(f))
+            if release is not None:
+                sweeps[int(f)] = release[np.isfinite(release).all(axis=1)]
             continue  # PandaSet drops some sweeps (frames 56-58 and 71 of sequence 002)
         try:
             with np.load(path) as data:
@@ -208,6 +219,15 @@ def load_lidar_sweeps(root: Path, frames: Sequence[int]) -> Dict[int, np.ndarray
             raise PandasetFormatError(f"{path}: 'xyz' must be [N, 3], got {list(xyz.shape)}")
         sweeps[int(f)] = xyz[np.isfinite(xyz).all(axis=1)]
     return sweeps
+
+
+def _release_sweep_xyz(root: Path, frame: int) -> Optional[np.ndarray]:
+    """World points of a PandaSet release sweep (lidar/NN.pkl.gz, through the user cache), None without one. # [N, 3]"""
+    from difix_refiner.data.pandaset_release import release_file
+    from difix_refiner.data.release_cache import cached_release_sweep
+
+    path = release_file(root, "lidar", frame)
+    return cached_release_sweep(path)["xyz"].astype(np.float64) if path.is_file() else None
 
 
 def load_lidar_positions(root: Path) -> np.ndarray:

@@ -37,17 +37,19 @@ from difix_refiner.data.pandaset import (
     load_lidar_positions,
     load_lidar_sweeps,
 )
+from difix_refiner.data.pandaset_release import is_release_layout
+from difix_refiner.data.release_cache import prepare_release
 
 
 @dataclass
 class PandasetDataParserConfig(DataParserConfig):
-    """PandaSet sequence folder (camera/<name>/NN.jpg, poses.json, intrinsics.json; lidar/NN.npz)."""
+    """PandaSet sequence folder (camera/<name>/NN.jpg, poses.json, intrinsics.json; lidar/NN.npz or the release's lidar/NN.pkl.gz)."""
 
     _target: Type = field(default_factory=lambda: PandasetDataParser)
     data: Path = Path("examples/pandaset_002")
-    """Folder of one PandaSet sequence in the layout of examples/pandaset_002 (see its README)."""
+    """Folder of one PandaSet sequence: the layout of examples/pandaset_002 (see its README), or a sequence folder of the PandaSet release as downloaded (LiDAR in lidar/NN.pkl.gz; read with a restricted unpickler and cached under ~/.cache/difix_refiner)."""
     cameras: Tuple[str, ...] = ("front_camera",)
-    """Rig cameras whose frames are used for training: front_camera, front_left_camera, front_right_camera."""
+    """Rig cameras whose frames are used for training: any of front_camera, front_left_camera, front_right_camera, left_camera, right_camera, back_camera that the folder holds."""
     frame_start: int = 0
     """First frame index used (inclusive)."""
     frame_end: Optional[int] = None
@@ -120,6 +122,9 @@ class PandasetDataParser(DataParser):
         eval_cameras = tuple(self.config.eval_cameras) if "cross-camera" in self.config.eval_mode else ()
         for name in tuple(self.config.cameras) + eval_cameras:
             if not (self.config.data / "camera" / name).is_dir():
+                if name in CAMERA_NAMES:
+                    found = sorted(p.name for p in (self.config.data / "camera").glob("*") if p.is_dir())
+                    raise PandasetFormatError(f"camera '{name}' is not in {self.config.data / 'camera'} (found: {', '.join(found) or 'none'})")
                 raise PandasetFormatError(
                     f"unknown camera '{name}' in {self.config.data / 'camera'} (PandaSet cameras: {', '.join(CAMERA_NAMES)})"
                 )
@@ -165,6 +170,8 @@ class PandasetDataParser(DataParser):
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         self._check_config()
         frames = self._frame_range()
+        if is_release_layout(self.config.data):  # release pickles: said once, converted into the user cache
+            prepare_release(self.config.data, frames, self.config.load_lidar, log=lambda text: CONSOLE.log(text, markup=False))
         transform, scale = self._scene_transform(frames)
 
         views = self._split_views(split, frames)

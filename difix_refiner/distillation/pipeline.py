@@ -136,7 +136,7 @@ def _refine_input_error(exc: InputError) -> InputError:
 
 
 def recorded_for_refine(outputs: Any, cameras: Cameras, metres_per_scene_unit: Optional[float]) -> RecordedImages:
-    """The training images as a drive (``cameras.run_data.recorded_images``): poses, frame order, rig names
+    """The training images as a drive (``scene.trained_run.recorded_images``): poses, frame order, rig names
     and the scene scale, which non-metric dataparsers must get from ``--pipeline.refine.metres-per-scene-unit``."""
     try:
         return recorded_images(outputs, cameras, metres_per_scene_unit)

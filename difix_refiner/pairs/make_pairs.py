@@ -118,7 +118,7 @@ class MakePairsConfig:
     """Options of make-pairs: the scene, the strategies, the runs' budget, the split and the references."""
 
     data: Path
-    """Scene folder (for pandaset-data: the layout of examples/pandaset_002). Never written to."""
+    """Scene folder (for pandaset-data: the layout of examples/pandaset_002, or a PandaSet release sequence folder). Never written to."""
     output_dir: Path
     """Folder for pairs.json, manifest.json, images/ and runs/. Must be empty unless --overwrite."""
     strategy: Tuple[Strategy, ...] = ()

@@ -20,6 +20,8 @@ from difix_refiner.data.pandaset import (
     load_camera,
     matrix_to_quat_wxyz,
 )
+from difix_refiner.data.pandaset_release import release_file
+from difix_refiner.data.release_cache import cached_release_sweep
 
 PANDASET_FRAME_RATE_HZ = 10.0
 """Timestamps of a camera the source folder lacks are spaced at PandaSet's rate."""
@@ -101,3 +103,5 @@ def _write_lidar(lidar_dir: Path, source: Path, frames: Sequence[int]) -> None:
         sweep = source / "lidar" / f"{f:02d}.npz"
         if sweep.is_file():  # PandaSet drops some sweeps; the dataparser skips missing ones
             shutil.copyfile(sweep, lidar_dir / f"{j:02d}.npz")
+        elif release_file(source, "lidar", f).is_file():  # a PandaSet release folder: its converted sweep
+            np.savez(lidar_dir / f"{j:02d}.npz", **cached_release_sweep(release_file(source, "lidar", f)))

@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from difix_refiner.data.lidar import project, voxel_downsample
-from difix_refiner.data.pandaset import PandasetFormatError, load_camera, quat_wxyz_to_matrix
+from difix_refiner.data.pandaset import (
+    PandasetFormatError,
+    load_camera,
+    quat_wxyz_to_matrix,
+)
 from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
 
 SCENE = Path(__file__).resolve().parents[2] / "examples" / "pandaset_002"
