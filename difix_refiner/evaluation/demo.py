@@ -21,7 +21,10 @@ from rich.table import Table
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import progress_bar
-from difix_refiner.evaluation.contact_sheets import build_contact_sheet, build_cross_camera_sheet
+from difix_refiner.evaluation.contact_sheets import (
+    build_contact_sheet,
+    build_cross_camera_sheet,
+)
 from difix_refiner.evaluation.evaluate_run import RunEvaluation, evaluate_run
 from difix_refiner.evaluation.report import write_report
 from difix_refiner.evaluation.settings import EvalSettings

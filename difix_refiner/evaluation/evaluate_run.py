@@ -68,10 +68,18 @@ from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import LabelledRow, sample_positions
 from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import NoProgress
-from difix_refiner.evaluation.photo_metrics import ViewCells, score_heldout_and_cross_camera
+from difix_refiner.evaluation.photo_metrics import (
+    ViewCells,
+    score_heldout_and_cross_camera,
+)
 from difix_refiner.evaluation.runs import LoadedRun, load_run
 from difix_refiner.evaluation.settings import EvalSettings
-from difix_refiner.evaluation.shifted import DrivePlan, DriveResult, drive_metrics, evaluate_drive
+from difix_refiner.evaluation.shifted import (
+    DrivePlan,
+    DriveResult,
+    drive_metrics,
+    evaluate_drive,
+)
 from difix_refiner.fixer.render_fixing import read_photo
 
 

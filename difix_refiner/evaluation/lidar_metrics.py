@@ -23,8 +23,9 @@ with zero tolerances is the plain per-pixel z-buffer.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -205,6 +206,13 @@ def points_near_frame(
     return pts, sorted(used)
 
 
+def _pooled(cls: type, items: Sequence[Any], empty: Any) -> Any:
+    """``cls`` with every array field concatenated over ``items`` (``empty`` when there are none)."""
+    if not items:
+        return empty
+    return cls(*[np.concatenate([getattr(s, f.name) for s in items]) for f in dataclasses.fields(cls)])
+
+
 # --------------------------------------------------------------------------------------------
 # Depth
 
@@ -221,9 +229,7 @@ class DepthSamples:
     @staticmethod
     def concat(items: Sequence["DepthSamples"]) -> "DepthSamples":
         """Pool samples of several frames."""
-        if not items:
-            return DepthSamples(np.zeros(0), np.zeros(0))
-        return DepthSamples(np.concatenate([s.rendered for s in items]), np.concatenate([s.lidar for s in items]))
+        return _pooled(DepthSamples, items, DepthSamples(np.zeros(0), np.zeros(0)))
 
 
 def depth_samples(
@@ -281,9 +287,7 @@ class ColourSamples:
     @staticmethod
     def concat(items: Sequence["ColourSamples"]) -> "ColourSamples":
         """Pool samples of several frames."""
-        if not items:
-            return ColourSamples(np.zeros((0, 3)), np.zeros((0, 3)))
-        return ColourSamples(np.concatenate([s.real for s in items]), np.concatenate([s.rendered for s in items]))
+        return _pooled(ColourSamples, items, ColourSamples(np.zeros((0, 3)), np.zeros((0, 3))))
 
 
 def _as_unit_float(image: np.ndarray) -> np.ndarray:

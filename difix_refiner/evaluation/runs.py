@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -98,27 +98,34 @@ def heldout_views(dp_config: Any, frames: np.ndarray, trained: Set[Tuple[str, in
     Returns ``([(camera, frames)], warnings)``.
     """
     held = frames[(frames - int(dp_config.frame_start)) % int(dp_config.eval_interval) == 0]
-    views, notes = [], []
-    for name in dp_config.cameras:
-        kept, dropped = untrained_frames(name, held, trained)
-        if dropped:
-            notes.append(f"{name}: {dropped} of the {len(held)} every-{dp_config.eval_interval}th frames were trained on and are not evaluated")
-        if len(kept[::stride]):
-            views.append((name, kept[::stride]))
-    return views, notes
+    return _views_not_trained_on(
+        {name: held for name in dp_config.cameras}, trained, stride,
+        lambda name, dropped: f"{name}: {dropped} of the {len(held)} every-{dp_config.eval_interval}th frames were trained on and are not evaluated",
+    )  # fmt: skip
 
 
 def cross_camera_views(
     dp_config: Any, frames: np.ndarray, trained: Set[Tuple[str, int]], data: Path, stride: int = 1
 ) -> Tuple[List[Tuple[str, np.ndarray]], List[str]]:
     """All frames of the run's ``eval_cameras`` that it did not train on. Returns ``([(camera, frames)], warnings)``."""
-    views, notes = [], []
     for name in dp_config.eval_cameras:
         if not (Path(data) / "camera" / name).is_dir():
             raise InputError(f"unknown camera {name!r} in eval_cameras: {Path(data) / 'camera' / name} does not exist")
+    return _views_not_trained_on(
+        {name: frames for name in dp_config.eval_cameras}, trained, stride,
+        lambda name, dropped: f"{name}: the run trained on {dropped} of its frames; those are not evaluated as cross-camera views",
+    )  # fmt: skip
+
+
+def _views_not_trained_on(
+    frames_per_camera: Dict[str, np.ndarray], trained: Set[Tuple[str, int]], stride: int, note: Any
+) -> Tuple[List[Tuple[str, np.ndarray]], List[str]]:
+    """Every ``stride``-th frame of each camera that the run did not train on, and a note per camera that lost some."""
+    views, notes = [], []
+    for name, frames in frames_per_camera.items():
         kept, dropped = untrained_frames(name, frames, trained)
         if dropped:
-            notes.append(f"{name}: the run trained on {dropped} of its frames; those are not evaluated as cross-camera views")
+            notes.append(note(name, dropped))
         if len(kept[::stride]):
             views.append((name, kept[::stride]))
     return views, notes

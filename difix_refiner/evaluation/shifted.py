@@ -125,7 +125,11 @@ def _drive_poses(run: LoadedRun, plan: DrivePlan, all_offsets: Sequence[float]) 
 
 def _load_lidar(root: Path, frames: np.ndarray, window: int) -> Tuple[Dict[int, np.ndarray], np.ndarray]:
     """The sweeps of every frame within ``window`` of ``frames`` (those that exist) and the sensor positions ``[F, 3]``."""
-    from difix_refiner.data.pandaset import PandasetFormatError, load_lidar_positions, load_lidar_sweeps
+    from difix_refiner.data.pandaset import (
+        PandasetFormatError,
+        load_lidar_positions,
+        load_lidar_sweeps,
+    )
 
     try:
         sweeps = load_lidar_sweeps(root, sorted({int(f) + d for f in frames for d in range(-window, window + 1)}))
