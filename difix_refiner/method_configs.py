@@ -12,6 +12,7 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from difix_refiner.core.errors import install_one_line_errors
 from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
 from difix_refiner.distillation.datamanager import DifixRefinerDatamanagerConfig
 from difix_refiner.distillation.pipeline import DifixRefinerPipelineConfig
@@ -73,6 +74,9 @@ def difix_refiner_trainer_config() -> TrainerConfig:
         vis="viewer",
     )
 
+
+# ns-train (nerfstudio's entry point) shows our bad-input errors as one sentence, not a traceback.
+install_one_line_errors("ns-train")
 
 _BUNDLED_FIXER = bundled_fixer_path()
 CPU_FIXER = str(_BUNDLED_FIXER) if _BUNDLED_FIXER is not None else "examples/fixer-small"

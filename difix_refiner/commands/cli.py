@@ -14,10 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import tyro
 
-from difix_refiner.core.errors import InputError
-
-DEBUG_ENV = "DIFIX_REFINER_DEBUG"
-"""Environment variable that makes bad-input errors raise with their traceback."""
+from difix_refiner.core.errors import DEBUG_ENV, InputError
 
 
 def subcommands() -> Dict[str, type]:

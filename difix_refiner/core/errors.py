@@ -10,3 +10,31 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input; the message says what is wrong and how to fix it."""
+
+
+DEBUG_ENV = "DIFIX_REFINER_DEBUG"
+"""Environment variable that makes bad-input errors show their traceback."""
+
+
+def install_one_line_errors(program: str) -> None:
+    """Show an uncaught :class:`InputError` as ``<program>: error: <message>`` and exit status 1.
+
+    For programs whose entry point is not ours (``ns-train`` loading this plugin): the sentence, not a
+    40-line traceback. Other exceptions, and every exception with ``DIFIX_REFINER_DEBUG=1``, keep the
+    hook that was installed before.
+    """
+    import os
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "_difix_refiner", False):
+        return
+
+    def hook(kind, value, traceback):
+        if isinstance(value, InputError) and not os.environ.get(DEBUG_ENV):
+            print(f"{program}: error: {value} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+            sys.exit(1)
+        previous(kind, value, traceback)
+
+    hook._difix_refiner = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -145,22 +145,10 @@ def recorded_for_refine(outputs: Any, cameras: Cameras, metres_per_scene_unit: O
 
 
 def _check_fixer_source(cfg: RefineConfig) -> None:
-    """Fail at start-up (not at the first round) when a local fixer path does not exist."""
-    for option, value in (("fixer-base", cfg.fixer_base), ("fixer-adapter", cfg.fixer_adapter)):
-        if value is None or value == "tiny" or Path(value).exists():
-            continue
-        path = Path(value)
-        # A hub id looks like "org/name" too; treat it as a local path when it is absolute, starts with
-        # "." or "~", is the adapter (always local), or its first component is a folder here.
-        local = option == "fixer-adapter" or path.is_absolute() or value.startswith((".", "~")) or (
-            len(path.parts) > 1 and Path(path.parts[0]).is_dir()
-        )
-        if local:
-            raise FileNotFoundError(
-                f"--pipeline.refine.{option} {value}: no such file or folder (relative to {Path.cwd()}). Train a "
-                "fixer with `difix-refiner train-fixer`, point the option at one, or use "
-                "--pipeline.refine.fixer-base tiny (random weights: only for trying the loop out)."
-            )
+    """Fail at start-up (not at the first round) when the fixer can be neither read nor fetched."""
+    from difix_refiner.fixer import DEFAULT_BASE
+
+    cfg.check_fixer_available(default_base=DEFAULT_BASE, option_prefix="--pipeline.refine.")
 
 
 class DifixRefinerPipeline(VanillaPipeline):

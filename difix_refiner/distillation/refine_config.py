@@ -13,6 +13,7 @@ from typing import Literal, Optional, Tuple
 from nerfstudio.configs.base_config import PrintableConfig
 
 from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT
+from difix_refiner.core.errors import InputError
 from difix_refiner.fixer.options import FixerOptions
 
 TargetKind = Literal["offsets", "held-out", "both"]
@@ -96,10 +97,10 @@ class RefineConfig(FixerOptions, PrintableConfig):
         return self.targets in ("held-out", "both")
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the option when a value cannot work."""
+        """Raise ``InputError`` (a ``ValueError``) naming the option when a value cannot work."""
 
-        def bad(option: str, why: str) -> ValueError:
-            return ValueError(f"--pipeline.refine.{option.replace('_', '-')}: {why}")
+        def bad(option: str, why: str) -> InputError:
+            return InputError(f"--pipeline.refine.{option.replace('_', '-')}: {why}")
 
         if self.steps_per_fix < 1:
             raise bad("steps_per_fix", f"must be at least 1, got {self.steps_per_fix}")

@@ -16,6 +16,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from difix_refiner.fixer.fix_manifest import (
+    FixManifest,
+    file_sha256,
+    fixer_identity,
+    in_the_way,
+)
 from difix_refiner.fixer.folder_io import (
     FixCommandError,
     check_output_location,
@@ -27,7 +33,6 @@ from difix_refiner.fixer.folder_io import (
     to_tensor,
     write_image_atomic,
 )
-from difix_refiner.fixer.fix_manifest import FixManifest, file_sha256, fixer_identity, in_the_way
 from difix_refiner.fixer.model import Fixer
 from difix_refiner.fixer.options import resolve_dtype
 

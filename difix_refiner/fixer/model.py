@@ -635,7 +635,7 @@ class Fixer(nn.Module):
             try:
                 module.load_state_dict(sub, strict=whole)
             except RuntimeError as err:
-                raise FixerWeightsError(f"'{source}' does not fit this fixer's {prefix}: {err}") from None
+                raise FixerWeightsError(f"'{source}' does not fit this fixer's {prefix}: {summarise_load_error(err)}") from None
 
     # ------------------------------------------------------------------ helpers
 
@@ -685,3 +685,16 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     # Reflection continues texture better than a constant; it needs the pad smaller than the side.
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def summarise_load_error(err: BaseException, shown: int = 3) -> str:
+    """torch's load_state_dict error (one line per mismatching tensor, often hundreds) in a few lines."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    details = [line for line in lines[1:] if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    if not details:
+        return lines[0] if lines else str(err)
+    more = f"; and {len(details) - shown} more" if len(details) > shown else ""
+    return (
+        f"{len(details)} tensor(s) differ, e.g. " + "; ".join(d.rstrip(".") for d in details[:shown]) + more
+        + ". Was it saved from another base, variant or LoRA rank?"
+    )

@@ -106,6 +106,16 @@ class FixerOptions:
             return None, "no fixer: the bundled examples/fixer-small is not installed; pass --fixer-base (tiny, a hub id or a local folder)"
         return str(bundled), None
 
+    def check_fixer_available(self, default_base: Optional[str] = None, option_prefix: str = "--") -> None:
+        """Fail now (one sentence naming the option) if the chosen fixer's files can be neither read nor fetched."""
+        from difix_refiner.fixer.weights import check_base_available
+
+        if self.fixer_adapter is not None and not Path(self.fixer_adapter).exists():
+            raise InputError(f"{option_prefix}fixer-adapter {self.fixer_adapter}: no such file or folder (relative to {Path.cwd()})")
+        base, _ = self.fixer_source(default_base)
+        if base is not None:
+            check_base_available(base, option=f"{option_prefix}fixer-base")
+
     def fixer_label(self, default_base: Optional[str] = None) -> str:
         """A short human-readable name of the chosen fixer (for logs and manifests)."""
         base, _ = self.fixer_source(default_base)

@@ -66,6 +66,44 @@ def _how_to_give_local(base: str) -> str:
     )
 
 
+HUB_PROBE_TIMEOUT_S = 5.0
+"""How long the start-up check waits for the hub before saying a base cannot be fetched."""
+
+
+def check_base_available(base: str, option: str = "--base") -> None:
+    """Fail at once, in one sentence, when ``base`` can be neither read locally nor fetched.
+
+    A local folder must exist; a hub id must be in the local Hugging Face cache, or (when offline mode
+    is off) answer the hub within :data:`HUB_PROBE_TIMEOUT_S` seconds. Called before training starts,
+    so a missing fixer does not surface at the first refine round.
+    """
+    if base == "tiny" or Path(base).expanduser().exists():
+        return
+    parts = Path(base).parts
+    local = len(parts) > 1 and Path(parts[0]).is_dir()  # "examples/x" where examples/ is here: a path, not a hub id
+    if local or not looks_like_hub_id(base):
+        raise FixerWeightsError(f"{option} {base}: no such file or folder (relative to {Path.cwd()})")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(base, "unet/config.json")
+    if isinstance(cached, str):
+        return
+    if hub_offline():
+        raise FixerWeightsError(
+            f"{option} {base}: not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1). "
+            + _how_to_give_local(base)
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(base, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as err:  # network, auth and not-found errors all mean "cannot fetch it now"
+        raise FixerWeightsError(
+            f"{option} {base}: not in the local Hugging Face cache and the hub did not answer ({_short(err)}). "
+            + _how_to_give_local(base)
+        ) from None
+
+
 def _short(err: BaseException) -> str:
     first = str(err).strip().splitlines()
     return f"{type(err).__name__}: {first[0] if first else ''}"[:300]

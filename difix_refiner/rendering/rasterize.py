@@ -95,7 +95,9 @@ def rasterize(
         rasterize_mode=rasterize_mode, camera_model=camera_model, covars=covars,
     )  # fmt: skip
     if means.is_cuda:
-        from gsplat import rasterization  # lazy: gsplat's CUDA build is only needed here
+        from gsplat import (
+            rasterization,  # lazy: gsplat's CUDA build is only needed here
+        )
 
         return rasterization(**call)
     if camera_model != "pinhole":

@@ -6,7 +6,12 @@ from typing import Optional, Tuple
 
 from torch import Tensor
 
-from .projection import Projection, project_gaussians, quat_scale_to_covar, symmetric_from_upper
+from .projection import (
+    Projection,
+    project_gaussians,
+    quat_scale_to_covar,
+    symmetric_from_upper,
+)
 from .sh import view_dependent_colors
 
 

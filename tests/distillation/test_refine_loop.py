@@ -17,7 +17,6 @@ from PIL import Image
 from tiny_refine_run import seeded_trainer, tiny_refine_config
 
 
-
 def tiny_config(out: Path, name: str, steps: int, **refine):
     """The shared tiny run with a refine round before every step from step 2 on, at the pseudo views' resolution."""
     cfg = tiny_refine_config(out, name, steps, steps_per_save=2, **{"steps_per_fix": 1, "first_fix_step": 2, **refine})

@@ -193,12 +193,31 @@ def test_store_round_trip_active_views_and_resume_copy(tmp_path):
 
 def test_missing_local_fixer_fails_at_start_up(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    with pytest.raises(FileNotFoundError, match="--pipeline.refine.fixer-base examples/no-such-fixer"):
+    with pytest.raises(InputError, match="--pipeline.refine.fixer-base examples/no-such-fixer"):
         _check_fixer_source(RefineConfig(fixer_base="examples/no-such-fixer"))
-    with pytest.raises(FileNotFoundError, match="fixer-adapter"):
+    with pytest.raises(InputError, match="fixer-adapter"):
         _check_fixer_source(RefineConfig(fixer_adapter=str(tmp_path / "missing")))
-    _check_fixer_source(RefineConfig(fixer_base="stabilityai/sd-turbo"))  # a hub id: checked when loaded
     _check_fixer_source(RefineConfig(fixer_base="tiny"))
+
+
+def test_an_unreachable_hub_fixer_fails_before_training(tmp_path, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # nothing cached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r"--pipeline.refine.fixer-base stabilityai/sd-turbo: not in the local .*offline"):
+        _check_fixer_source(RefineConfig(fixer_base="stabilityai/sd-turbo"))
+    assert time.perf_counter() - start < 2.0  # at once
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    start = time.perf_counter()
+    try:  # without network: one sentence within seconds; with network the hub answers and it passes
+        _check_fixer_source(RefineConfig(fixer_base="stabilityai/sd-turbo"))
+    except InputError as err:
+        assert "did not answer" in str(err) and "\n" not in str(err)
+    assert time.perf_counter() - start < 20.0
 
 
 def test_presets():

@@ -7,7 +7,10 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from difix_refiner.fixer import Fixer, FixerConfig
-from difix_refiner.fixer.attention import MultiViewAttnProcessor, install_multiview_attention
+from difix_refiner.fixer.attention import (
+    MultiViewAttnProcessor,
+    install_multiview_attention,
+)
 from difix_refiner.fixer.presets import tiny_components
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from difix_refiner.fixer import Fixer
 
 

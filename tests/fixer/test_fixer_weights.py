@@ -10,9 +10,13 @@ import torch
 from safetensors import safe_open
 from tiny_clip_tokenizer import save_letters_clip_tokenizer
 
-from difix_refiner.fixer import Fixer, FixerConfig, FixerWeightsError, write_prompt_embeds
+from difix_refiner.fixer import (
+    Fixer,
+    FixerConfig,
+    FixerWeightsError,
+    write_prompt_embeds,
+)
 from difix_refiner.fixer.presets import tiny_components
-
 
 
 def assert_same_outputs(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -178,8 +182,22 @@ def test_adapter_for_other_architecture_is_refused(tmp_path):
     other_cfg["block_out_channels"] = [32, 64, 128]
     other_cfg = {k: v for k, v in other_cfg.items() if not k.startswith("_")}
     other = _save_tiny_base(tmp_path / "other", unet_config=other_cfg)
-    with pytest.raises(FixerWeightsError, match="does not fit"):
+    with pytest.raises(FixerWeightsError, match="does not fit") as info:
         Fixer.from_pretrained(other, adapter=out)
+    assert "\n" not in str(info.value)
+
+
+def test_load_errors_are_summarised_in_a_few_lines():
+    from difix_refiner.fixer.model import summarise_load_error
+
+    saved = torch.nn.Sequential(*[torch.nn.Linear(4, 8) for _ in range(40)]).state_dict()
+    target = torch.nn.Sequential(*[torch.nn.Linear(4, 6) for _ in range(40)])
+    with pytest.raises(RuntimeError) as info:
+        target.load_state_dict(saved)
+    assert str(info.value).count("size mismatch") == 80  # torch: one line per tensor
+    summary = summarise_load_error(info.value)
+    assert summary.startswith("80 tensor(s) differ, e.g. size mismatch for 0.weight") and "and 77 more" in summary
+    assert "\n" not in summary and summary.count("size mismatch") == 3
 
 
 def test_base_without_text_encoder_or_embedding(tmp_path):
