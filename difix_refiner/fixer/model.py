@@ -31,6 +31,7 @@ from torch import nn
 
 from difix_refiner.fixer.attention import cross_view_attention_names, install_multiview_attention
 from difix_refiner.fixer.config import FixerConfig, Variant
+from difix_refiner.fixer.hint import check_hint, make_hint_conv, no_hint_note, target_rows
 from difix_refiner.fixer.lora import ADAPTER_NAME, add_lora, is_lora_parameter
 from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config, tiny_components
 from difix_refiner.fixer.text import encode_prompt_clip
@@ -123,6 +124,7 @@ class Fixer(nn.Module):
             prefix="decoder.",
             seed=self.config.lora_seed + 1,
         )
+        self.hint_conv = make_hint_conv(self.config.hint_channels, vae)  # None without hint channels
 
         if prompt_embeds is not None:
             prompt_embeds = self._check_prompt_embeds(prompt_embeds)
@@ -293,14 +295,15 @@ class Fixer(nn.Module):
         for name, p in self.vae.named_parameters():
             if is_lora_parameter(name):
                 p.requires_grad_(True)
-        if self.skip_convs is not None:
-            self.skip_convs.requires_grad_(True)
+        for module in (self.skip_convs, self.hint_conv):
+            if module is not None:
+                module.requires_grad_(True)
 
     def trainable_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role (only non-empty groups), for per-group learning rates.
 
         Keys: ``unet`` (the whole UNet incl. its LoRA when ``train_unet``), ``unet_lora``,
-        ``unet_conv_in``, ``vae_lora``, ``skip_convs``.
+        ``unet_conv_in``, ``vae_lora``, ``skip_convs``, ``hint_conv``.
         """
         groups: dict[str, list[nn.Parameter]] = {}
 
@@ -318,9 +321,9 @@ class Fixer(nn.Module):
         for name, p in self.vae.named_parameters():
             if is_lora_parameter(name):
                 add("vae_lora", p)
-        if self.skip_convs is not None:
-            for p in self.skip_convs.parameters():
-                add("skip_convs", p)
+        for key, module in (("skip_convs", self.skip_convs), ("hint_conv", self.hint_conv)):
+            for p in module.parameters() if module is not None else ():
+                add(key, p)
         return groups
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -417,13 +420,14 @@ class Fixer(nn.Module):
         return self.prompt_embeds.expand(batch_size, -1, -1)
 
     def encode_images(
-        self, views: torch.Tensor, num_views: int = 1
+        self, views: torch.Tensor, num_views: int = 1, hint_features: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """VAE-encode views in [-1, 1].
 
         Args:
             views: [(B V), 3, H, W], H and W multiples of 8, each group of ``num_views``
                 starting with its target view.
+            hint_features: [B, C, H, W] added after the encoder's ``conv_in`` of the target views.
         Returns:
             latents [(B V), 4, H/8, W/8] already multiplied by the VAE's scaling factor, and the
             skip features of the target views only (shallowest first, each [B, C_j, H/2^j, W/2^j]),
@@ -431,9 +435,13 @@ class Fixer(nn.Module):
         """
         n = views.shape[0]
         chunk = 1 if self.config.memory_efficient else n
+        residual = target_rows(hint_features, n, num_views)  # [(B V),C,H,W], zero for references
         latents, skips = [], []
         for start in range(0, n, chunk):
-            lat, feats = encode_with_skips(self.vae, views[start : start + chunk], sample=self.config.sample_latent)
+            res = None if residual is None else residual[start : start + chunk]
+            lat, feats = encode_with_skips(
+                self.vae, views[start : start + chunk], sample=self.config.sample_latent, input_residual=res
+            )
             latents.append(lat * self.latent_scale)
             if self.skip_convs is not None:
                 # Only the targets (global index % num_views == 0) feed the decoder; the
@@ -494,19 +502,25 @@ class Fixer(nn.Module):
 
     # ------------------------------------------------------------------ forward / inference
 
-    def forward(self, images: torch.Tensor, refs: torch.Tensor | None = None) -> torch.Tensor:
-        """Fix ``images`` [B,3,H,W] in [0,1], optionally with ``refs`` [B,R,3,H,W]; same shape out.
+    def forward(
+        self, images: torch.Tensor, refs: torch.Tensor | None = None, hint: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Fix ``images`` [B,3,H,W] in [0,1], optionally with ``refs`` [B,R,3,H,W] and a LiDAR ``hint``
+        [B,4,H,W] (RGB + mask, see ``fixer/hint.py``; only for a fixer with ``hint_channels``); same shape out.
 
         Differentiable in training mode with grad enabled; otherwise runs under
         ``torch.inference_mode``.
         """
         if self.training and torch.is_grad_enabled():
-            return self._forward(images, refs)
+            return self._forward(images, refs, hint)
         with torch.inference_mode():
-            return self._forward(images, refs)
+            return self._forward(images, refs, hint)
 
-    def _forward(self, images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor, refs: torch.Tensor | None, hint: torch.Tensor | None = None) -> torch.Tensor:
         images, refs = self.check_inputs(images, refs)
+        hint = check_hint(hint, images, self.config.hint_channels)
+        if hint is None and self.hint_conv is not None:
+            no_hint_note(self)
         batch, _, height, width = images.shape
         dtype = self.dtype
 
@@ -520,7 +534,8 @@ class Fixer(nn.Module):
             r = r.unflatten(0, (batch, refs.shape[1]))  # [B,R,3,H',W']
             views = torch.cat([x[:, None], r], dim=1).flatten(0, 1)  # [(B V),3,H',W'], target first
 
-        latents, skips = self.encode_images(views, num_views)  # [(B V),4,h,w]
+        feats = None if hint is None else self.hint_conv(_pad_to_multiple(hint.to(dtype), PAD_MULTIPLE))  # [B,C,H',W']
+        latents, skips = self.encode_images(views, num_views, feats)  # [(B V),4,h,w]
         prompt = self.encode_prompt(views.shape[0]).to(dtype)  # [(B V),L,D]
         x0 = self.denoise_step(latents, prompt, num_views)  # [(B V),4,h,w]
         x0 = x0[::num_views]  # reference outputs are dropped -> [B,4,h,w]
@@ -530,21 +545,24 @@ class Fixer(nn.Module):
 
     @torch.inference_mode()
     def fix(
-        self, images: torch.Tensor, refs: torch.Tensor | None = None, *, batch_size: int | None = None
-    ) -> torch.Tensor:
-        """Inference: fix ``images`` [B,3,H,W] in [0,1] (+ ``refs`` [B,R,3,H,W]) on the model's device.
+        self, images: torch.Tensor, refs: torch.Tensor | None = None, *,
+        hint: torch.Tensor | None = None, batch_size: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Inference: fix ``images`` [B,3,H,W] in [0,1] (+ ``refs`` [B,R,3,H,W], ``hint`` [B,4,H,W]) on the model's device.
 
         Inputs may live anywhere; they are moved to the model's device and dtype in chunks of
         ``batch_size`` (default: all at once) and the result comes back as float32 on the
         input's device.
         """
         images, refs = self.check_inputs(images, refs)
+        hint = check_hint(hint, images, self.config.hint_channels)
         step = batch_size or images.shape[0]
         outs = []
         for start in range(0, images.shape[0], step):
             img = images[start : start + step].to(self.device)
             ref = None if refs is None else refs[start : start + step].to(self.device)
-            outs.append(self._forward(img, ref).to(images.device, torch.float32))
+            part = None if hint is None else hint[start : start + step].to(self.device)
+            outs.append(self._forward(img, ref, part).to(images.device, torch.float32))
         return torch.cat(outs)
 
     # ------------------------------------------------------------------ saving
@@ -552,8 +570,8 @@ class Fixer(nn.Module):
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors training changes, keyed ``unet.*``, ``vae.*``, ``skip_convs.*``.
 
-        LoRA adapters, skip convolutions, the UNet's ``conv_in`` when trained, and the whole
-        UNet when ``train_unet``; decided by the config (not by current ``requires_grad``).
+        LoRA adapters, skip convolutions, the hint convolution, the UNet's ``conv_in`` when trained,
+        and the whole UNet when ``train_unet``; decided by the config (not by current ``requires_grad``).
         """
         out: dict[str, torch.Tensor] = {}
         for k, v in self.unet.state_dict().items():
@@ -564,17 +582,19 @@ class Fixer(nn.Module):
         for k, v in self.vae.state_dict().items():
             if is_lora_parameter(k):
                 out["vae." + k] = v
-        if self.skip_convs is not None:
-            for k, v in self.skip_convs.state_dict().items():
-                out["skip_convs." + k] = v
+        return {**out, **self._own_state_dict()}
+
+    def _own_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors of the fixer's own modules (skip and hint convolutions), which every save holds."""
+        out = {}
+        for prefix, module in (("skip_convs", self.skip_convs), ("hint_conv", self.hint_conv)):
+            out.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()} if module is not None else {})
         return out
 
     def _whole_state_dict(self) -> dict[str, torch.Tensor]:
         out = {"unet." + k: v for k, v in self.unet.state_dict().items()}
         out.update({"vae." + k: v for k, v in self.vae.state_dict().items()})
-        if self.skip_convs is not None:
-            out.update({"skip_convs." + k: v for k, v in self.skip_convs.state_dict().items()})
-        return out
+        return {**out, **self._own_state_dict()}
 
     def save_pretrained(self, folder: str | os.PathLike, *, whole: bool | None = None) -> str:
         """Write ``fixer_config.json`` + ``fixer.safetensors`` into ``folder``.
@@ -615,7 +635,7 @@ class Fixer(nn.Module):
                 f"{len(missing)} tensors missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
                 f"(e.g. {unexpected[:3]})."
             )
-        parts = {"unet": self.unet, "vae": self.vae, "skip_convs": self.skip_convs}
+        parts = {"unet": self.unet, "vae": self.vae, "skip_convs": self.skip_convs, "hint_conv": self.hint_conv}
         for prefix, module in parts.items():
             sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
             if not sub:
