@@ -3,8 +3,10 @@
 A fixer trained on another kind of scene can turn every pseudo view into something else (a street fixer
 on an object-centric capture paints streets), and the refine loop would then train on those views without
 a word. So before the first round, the loop renders a few *training* views (they have photos), fixes
-them the way it fixes pseudo views (nearest *other* training images as references, the LiDAR hint when
-the fixer takes one) and compares PSNR against the photos with and without the fixer. If the fixer
+them the way it fixes pseudo views (the nearest *other* training images as references) and compares PSNR
+against the photos with and without the fixer. A hint fixer gets no hint here (the all-unknown hint it is
+trained to work with): at a training pose the LiDAR colours come from that very photo, so the hint would
+hand the fixer the answer. If the fixer
 lowers the mean PSNR by more than ``fixer_check_tolerance_db``, the loop says so in one line and by
 default leaves the pseudo views out (``refine.unfit_fixer``).
 

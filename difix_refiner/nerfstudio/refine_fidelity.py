@@ -92,7 +92,9 @@ class RefineFidelityHooks:
             near = nearest_poses(st.train_poses, pose, num_refs + 1, mpsu, cfg.reference_metres_per_degree)
             others = [j for j in near if j != i][:num_refs]  # the photo itself would be no test
             refs = self._reference_images(others, height, width)[None] if others else None  # [1, R, 3, H, W]
-            fixed.append(self._fix(fixer, render[None], refs, [self._view_hint(pose, intr)])[0].cpu())
+            # No hint (the all-unknown one): at a training pose the hint's colours come from this very photo.
+            hint = torch.zeros(1, 4, height, width) if getattr(fixer.config, "uses_hint", False) else None
+            fixed.append(fixer.fix(render[None], refs, hint=hint)[0].cpu())
             renders.append(render.cpu())
             photos.append(self._reference_images([i], height, width)[0].cpu())
         frames = [int(st.train_frames[i]) for i in indices]

@@ -9,6 +9,7 @@ view can render it again exactly.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -119,15 +120,17 @@ def hint_fixer(tmp_path_factory) -> Path:
     return Path(fixer.save_pretrained(tmp_path_factory.mktemp("hint_fixer") / "fixer"))
 
 
-def test_refine_round_passes_hints_and_records_the_change(tmp_path, hint_fixer):
+def test_refine_round_passes_hints_and_records_the_change(tmp_path, hint_fixer, caplog):
     cfg = tiny_refine_config(tmp_path, "hint", steps=2, fixer_base=str(hint_fixer), fidelity_weighting=True, save_renders=True)
     trainer = seeded_trainer(cfg)
     pipeline = trainer.pipeline
     st = pipeline.refine_state
     assert st.hint_cloud is not None and len(st.hint_cloud[0]) == 2000  # the dataparser's LiDAR seed points
 
-    records = pipeline.refine_round(1)
+    with caplog.at_level(logging.WARNING, logger="difix_refiner.fixer.hint"):
+        records = pipeline.refine_round(1)
     assert len(records) == 1
+    assert not any("got none" in r.getMessage() for r in caplog.records)  # every call had a hint (the check: zeros)
     record = records[0]
     rounds = _rounds(trainer)
     assert len(rounds) == 1 and rounds[0]["views"] == 1
