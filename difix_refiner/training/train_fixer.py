@@ -496,6 +496,9 @@ class FixerTrainer:
 
     def _setup_models(self) -> None:
         self.fixer = self._build_fixer()
+        if self.with_hint and not self.fixer.config.uses_hint:
+            raise TrainFixerError(f"--adapter {self.cmd.adapter} has no hint channels but the pairs carry LiDAR hints; "
+                                  "pass --hint.use no to train it without them")  # fmt: skip
         if self.mode == "unpaired":
             self.fixer_ba = self._build_fixer()
         self.models: dict[str, Fixer] = {"fixer": self.fixer}

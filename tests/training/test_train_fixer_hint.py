@@ -159,6 +159,10 @@ def test_run_saves_a_hint_fixer_and_validates_with_hints(pairs, tmp_path):
     assert not trainer.with_hint and not trainer.fixer.config.uses_hint
     with pytest.raises(TrainFixerError, match="no hint_image"):
         FixerTrainer(command(plain, tmp_path / "bad", hint=HintOptions(use="yes"))).setup()
+    # An adapter without hint channels cannot take the pairs' hints unless told to ignore them.
+    Fixer.tiny("difix", seed=0).save_pretrained(tmp_path / "plain_fixer")
+    with pytest.raises(TrainFixerError, match="has no hint channels"):
+        FixerTrainer(command(pairs, tmp_path / "adapter_run", adapter=tmp_path / "plain_fixer")).setup()
     trainer = FixerTrainer(command(pairs, tmp_path / "off", hint=HintOptions(use="no")))
     trainer.setup()
     assert not trainer.fixer.config.uses_hint and "hint" not in next(trainer._data_iterators()["a"])
