@@ -109,8 +109,8 @@ def opengl_to_opencv(c2w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _min_filter(values: np.ndarray, radius: int) -> np.ndarray:
-    """Minimum over a (2r+1) x (2r+1) window, ``inf`` outside the image."""
+def min_filter(values: np.ndarray, radius: int) -> np.ndarray:
+    """Minimum over a (2r+1) x (2r+1) window, ``inf`` outside the image (the z-buffer's neighbourhood test)."""
     if radius == 0:
         return values
     from scipy.ndimage import minimum_filter
@@ -158,7 +158,7 @@ def _splat_nearest(
 
 def _visible_depth(depth: np.ndarray, settings: HintSettings) -> np.ndarray:
     """[H, W] bool: pixels whose depth no nearby pixel beats by more than the slack (the occlusion test)."""
-    nearest = _min_filter(depth, settings.occlusion_radius_px)  # [H, W]
+    nearest = min_filter(depth, settings.occlusion_radius_px)  # [H, W]
     finite = np.isfinite(depth)
     slack = settings.rel_tol * np.where(finite, depth, 0.0) + settings.abs_tol
     return finite & (depth <= nearest + slack)
@@ -236,7 +236,7 @@ def colour_points_visible(
             depth = np.full((cam.height, cam.width), np.inf, dtype=np.float64)
             pixel, src = _splat_nearest(uv[occluders], z[occluders], cam.width, cam.height, settings)
             depth.reshape(-1)[pixel] = z[occluders][src]
-            nearest = _min_filter(depth, settings.occlusion_radius_px)  # [H, W]
+            nearest = min_filter(depth, settings.occlusion_radius_px)  # [H, W]
             sel = cand[near_time]
             ids, uv_c, z_c = near_time[sel], uv[sel], z[sel]
             inside = (z_c >= settings.near) & (z_c <= settings.max_depth) & np.isfinite(uv_c).all(axis=1)
