@@ -12,7 +12,8 @@ EXAMPLE = REPO / "examples" / "pandaset_002"
 def tiny_refine_config(out: Path, name: str, steps: int, steps_per_save: int = 10**6, **refine):
     """``difix-refiner`` on the CPU for ``steps`` steps: examples/pandaset_002 frames 40-45 at a quarter of
     their size, 2000 LiDAR seeds, no evaluation or local logging, the random ``tiny`` fixer and one novel
-    camera per 8 frames toward +1 m. ``refine`` overrides ``pipeline.refine`` options."""
+    camera per 8 frames toward +1 m. The random fixer does not fit the scene, so the fixer check is told to keep
+    its pseudo views anyway (``unfit_fixer="keep"``). ``refine`` overrides ``pipeline.refine`` options."""
     from difix_refiner.method_configs import difix_refiner_trainer_config
 
     cfg = difix_refiner_trainer_config()
@@ -25,7 +26,7 @@ def tiny_refine_config(out: Path, name: str, steps: int, steps_per_save: int = 1
     cfg.logging.local_writer.enable = False
     dp = cfg.pipeline.datamanager.dataparser
     dp.data, dp.downscale_factor, dp.lidar_max_points, dp.frame_start, dp.frame_end = EXAMPLE, 4, 2000, 40, 46
-    settings = dict(fixer_base="tiny", offsets=(1.0,), frame_stride=8)
+    settings = dict(fixer_base="tiny", offsets=(1.0,), frame_stride=8, unfit_fixer="keep")
     settings.update(refine)
     for key, value in settings.items():
         setattr(cfg.pipeline.refine, key, value)

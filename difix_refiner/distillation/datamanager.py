@@ -40,7 +40,8 @@ class PseudoViewSample:
     image: torch.Tensor
     """[H, W, 3] uint8 fixed render."""
     mask: Optional[torch.Tensor]
-    """[H, W, 1] bool, True where the render was opaque enough to trust; None trusts every pixel."""
+    """[H, W, 1] bool, True where the render was opaque enough to trust (or float weights in [0, 1], with
+    fidelity weighting); None trusts every pixel."""
 
 
 class DifixRefinerDatamanager(FullImageDatamanager):

@@ -14,6 +14,12 @@ Every ``refine.steps_per_fix`` steps (before that step's training iteration) a r
    splatfacto's masked loss (pixels whose rendered opacity was below ``refine.alpha_mask_threshold`` are
    masked) times ``refine.pseudo_view_loss_weight``, logged as ``pseudo_view_loss``.
 
+Each pseudo view gets the LiDAR hint of its camera (``refine.lidar_hint``), given to a fixer trained with
+hints; how much the fixer changed the view inside and outside the hint goes into ``rounds.jsonl``, and
+``refine.fidelity_weighting`` lowers the loss weight of unsupported large changes
+(:mod:`difix_refiner.distillation.pseudo_view_fidelity`). Before the first round's views enter training the
+fixer is checked on a few training views (:mod:`difix_refiner.distillation.fixer_fit_check`).
+
 With ``refine.enabled False`` the pipeline is nerfstudio's ``VanillaPipeline`` step for step.
 """
 
@@ -49,6 +55,8 @@ from difix_refiner.distillation.datamanager import (
     DifixRefinerDatamanagerConfig,
     PseudoViewSample,
 )
+from difix_refiner.distillation.fixer_fit_check import FitCheck
+from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata
 from difix_refiner.distillation.pseudo_views import (
     NovelCamera,
     PseudoViewRecord,
@@ -58,6 +66,7 @@ from difix_refiner.distillation.pseudo_views import (
     pose_key,
 )
 from difix_refiner.distillation.refine_config import RefineConfig
+from difix_refiner.distillation.refine_fidelity import RefineFidelityHooks
 from difix_refiner.scene.model import DifixRefinerModelConfig
 from difix_refiner.scene.trained_run import RecordedImages, recorded_images
 
@@ -96,6 +105,10 @@ class _RefineState:
         self.samples: Dict[str, PseudoViewSample] = {}
         self.viewer_state: Any = None
         self.frustums: List[Any] = []
+        self.hint_cloud: Optional[Tuple[np.ndarray, np.ndarray]] = None  # ([N, 3] scene units, [N, 3] uint8)
+        self.fixer_check: Optional[FitCheck] = None
+        self.round_views: List[Dict[str, Any]] = []  # fixer-change statistics of the current round
+        self.round_log: Dict[str, Any] = {}  # extra fields of the current round's rounds.jsonl line
 
 
 @contextlib.contextmanager
@@ -151,7 +164,7 @@ def _check_fixer_source(cfg: RefineConfig) -> None:
     cfg.check_fixer_available(default_base=DEFAULT_BASE, option_prefix="--pipeline.refine.")
 
 
-class DifixRefinerPipeline(VanillaPipeline):
+class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
     """``VanillaPipeline`` plus the refine loop (module docstring)."""
 
     config: DifixRefinerPipelineConfig
@@ -227,6 +240,7 @@ class DifixRefinerPipeline(VanillaPipeline):
         if not cameras:
             raise InputError("difix-refiner refine loop: no novel cameras (check --pipeline.refine.targets)")
         st.cameras = cameras
+        st.hint_cloud = hint_cloud_from_metadata(dm.train_dataparser_outputs.metadata) if cfg.lidar_hint else None
         CONSOLE.log(
             f"difix-refiner: {len(cameras)} novel cameras ({cfg.targets}), first refine round at step {cfg.first_step()}"
         )
@@ -298,8 +312,11 @@ class DifixRefinerPipeline(VanillaPipeline):
         return st.fixer
 
     def _intrinsics(self, cam: NovelCamera) -> Dict[str, float]:
-        dataset = self.datamanager.train_dataset if cam.intrinsics_split == "train" else self.datamanager.eval_dataset
-        c = dataset.cameras[cam.intrinsics_index]
+        return self._split_intrinsics(cam.intrinsics_split, cam.intrinsics_index)
+
+    def _split_intrinsics(self, split: str, index: int) -> Dict[str, float]:
+        dataset = self.datamanager.train_dataset if split == "train" else self.datamanager.eval_dataset
+        c = dataset.cameras[index]
         return {
             "fx": float(c.fx), "fy": float(c.fy), "cx": float(c.cx), "cy": float(c.cy),
             "width": int(c.width), "height": int(c.height),
@@ -360,6 +377,10 @@ class DifixRefinerPipeline(VanillaPipeline):
         threshold = self.config.refine.alpha_mask_threshold
         # Thresholded from the stored 8-bit opacity, so fresh and reloaded views get the same mask.
         mask = (alpha.float() / 255.0 >= threshold)[..., None] if threshold > 0 else None  # [H, W, 1]
+        weight = self.refine_state.store.read_weight(record) if self.refine_state.store is not None else None
+        if weight is not None:  # fidelity weighting: [H, W, 1] floats in [0, 1]
+            w = torch.from_numpy(weight).float()[..., None] / 255.0
+            mask = w if mask is None else mask.float() * w
         return PseudoViewSample(
             name=record.file, camera=self.make_camera(record.pose(), record.intrinsics), image=image, mask=mask
         )
@@ -367,7 +388,7 @@ class DifixRefinerPipeline(VanillaPipeline):
     def refine_round(self, step: int) -> List[PseudoViewRecord]:
         """One refine round before training step ``step`` (module docstring); returns the new views."""
         cfg, st = self.config.refine, self.refine_state
-        if not self.refine_active:
+        if not self.refine_active or (st.fixer_check is not None and not st.fixer_check.pseudo_views_used):
             return []
         if self.pseudo_view_dir is None:
             raise RuntimeError("the run folder is unknown: call set_run_dir() (the trainer's callbacks do) first")
@@ -379,6 +400,9 @@ class DifixRefinerPipeline(VanillaPipeline):
         with preserved_rng(torch.device(self.device)):
             fixer = self.load_fixer()
         seconds["load_fixer"] = time.perf_counter() - start
+        with preserved_rng(torch.device(self.device)):  # the check renders and fixes a few training views
+            if not self._check_fixer(step, fixer, start):
+                return []
         mpsu = st.metres_per_scene_unit
 
         current = np.stack([c.current for c in st.cameras])  # [T, 3, 4]
@@ -408,12 +432,14 @@ class DifixRefinerPipeline(VanillaPipeline):
             fix_start = time.perf_counter()
             images = torch.stack([p[1] for p in pending])  # [B, 3, H, W]
             refs = torch.stack([p[3] for p in pending]) if num_refs > 0 else None  # [B, R, 3, H, W]
-            fixed = fixer.fix(images, refs)  # [B, 3, H, W] in [0, 1]
-            for (record, render, alpha, _), out in zip(pending, fixed):
+            hints = [self._view_hint(p[0].pose(), p[0].intrinsics) for p in pending]
+            fixed = self._fix(fixer, images, refs, hints)  # [B, 3, H, W] in [0, 1]
+            for (record, render, alpha, _), out, hint in zip(pending, fixed, hints):
                 image_u8 = _to_uint8(out).permute(1, 2, 0).cpu()  # [H, W, 3]
                 alpha_u8 = _to_uint8(alpha)[..., 0].cpu()  # [H, W]
                 raw = _to_uint8(render).permute(1, 2, 0).cpu().numpy() if cfg.save_renders else None
-                st.store.add(record, image_u8.numpy(), alpha_u8.numpy(), raw)
+                weight = self._fidelity(record, render, out, hint)  # [H, W] uint8 or None
+                st.store.add(record, image_u8.numpy(), alpha_u8.numpy(), raw, weight)
                 fresh[record.file] = (image_u8, alpha_u8)
                 new_records.append(record)
             pending.clear()
@@ -435,6 +461,7 @@ class DifixRefinerPipeline(VanillaPipeline):
                     file=f"{folder}/{stem}.png",
                     alpha_file=f"{folder}/{stem}.alpha.png",
                     render_file=f"{folder}/{stem}.render.png" if cfg.save_renders else None,
+                    weight_file=f"{folder}/{stem}.weight.png" if cfg.fidelity_weighting else None,
                     step=step,
                     tracks=[c.track for c in cams],
                     kind=lead.kind,
@@ -465,7 +492,9 @@ class DifixRefinerPipeline(VanillaPipeline):
         active = self._publish(fresh)
         self._show_in_viewer(new_records)
         total = time.perf_counter() - start
-        st.store.log_round(step=step, views=len(new_records), total_s=total, **{f"{k}_s": v for k, v in seconds.items()})
+        st.store.log_round(
+            step=step, views=len(new_records), total_s=total, **{f"{k}_s": v for k, v in seconds.items()}, **self._round_extras()
+        )
         CONSOLE.log(
             f"difix-refiner: refine round at step {step}: {len(new_records)} pseudo views fixed "
             f"({len(active)} in training, {sum(c.reached for c in st.cameras)}/{len(st.cameras)} cameras at "

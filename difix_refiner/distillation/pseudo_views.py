@@ -14,6 +14,8 @@ Each round's fixed renders are written into the run folder::
     <run>/pseudo_views/step_000200/offset_+0.5m_frame_0012.png        fixed render (pseudo ground truth)
     <run>/pseudo_views/step_000200/offset_+0.5m_frame_0012.alpha.png  rendered opacity, 8 bit
     <run>/pseudo_views/step_000200/offset_+0.5m_frame_0012.render.png raw render (with save_renders)
+    <run>/pseudo_views/step_000200/offset_+0.5m_frame_0012.weight.png per-pixel loss weight, 8 bit (with
+                                                                      fidelity_weighting)
 
 ``index.json`` lists every view with its pose, intrinsics, step, offset, tracks and references, so a
 resumed run (``--load-dir`` / ``--load-checkpoint``) gets its pseudo views and camera positions back.
@@ -40,7 +42,9 @@ from difix_refiner.scene.trained_run import RecordedImages
 INDEX_NAME = "index.json"
 """Index file of a pseudo-view folder."""
 ROUNDS_LOG = "rounds.jsonl"
-"""One JSON line per refine round: step, views fixed, seconds spent loading the fixer, rendering, fixing, in all."""
+"""One JSON line per refine round: step, views fixed, seconds spent loading the fixer, rendering, fixing, in all;
+the fixer-change statistics per view and their means (``fidelity``), and at the first round the fixer check
+(``fixer_check``; see pseudo_view_fidelity.py and fixer_fit_check.py)."""
 INDEX_VERSION = 1
 """Format version written into the index."""
 POSE_DECIMALS = 6
@@ -235,6 +239,8 @@ class PseudoViewRecord:
     """Training images given to the fixer: index, camera_name, frame, distance_m."""
     render_file: Optional[str] = None
     """Raw render (PNG) when save_renders was on."""
+    weight_file: Optional[str] = None
+    """Per-pixel loss weight (8-bit PNG, 255 = 1) when fidelity_weighting was on."""
 
     def pose(self) -> np.ndarray:
         """``[3, 4]`` float64 pose."""
@@ -284,7 +290,12 @@ class PseudoViewStore:
             log.write(json.dumps(entry) + "\n")
 
     def add(
-        self, record: PseudoViewRecord, image: np.ndarray, alpha: np.ndarray, render: Optional[np.ndarray] = None
+        self,
+        record: PseudoViewRecord,
+        image: np.ndarray,
+        alpha: np.ndarray,
+        render: Optional[np.ndarray] = None,
+        weight: Optional[np.ndarray] = None,
     ) -> None:
         """Write a view's files and list it (call :meth:`save_index` after a round).
 
@@ -292,11 +303,14 @@ class PseudoViewStore:
             image: ``[H, W, 3]`` uint8 fixed render.
             alpha: ``[H, W]`` uint8 rendered opacity.
             render: ``[H, W, 3]`` uint8 raw render (written when ``record.render_file`` is set).
+            weight: ``[H, W]`` uint8 loss weight (written when ``record.weight_file`` is set).
         """
         _write_png(self.root / record.file, image)
         _write_png(self.root / record.alpha_file, alpha)
         if render is not None and record.render_file is not None:
             _write_png(self.root / record.render_file, render)
+        if weight is not None and record.weight_file is not None:
+            _write_png(self.root / record.weight_file, weight)
         self.records = [r for r in self.records if r.file != record.file] + [record]
 
     def read_image(self, record: PseudoViewRecord) -> np.ndarray:
@@ -307,6 +321,13 @@ class PseudoViewStore:
     def read_alpha(self, record: PseudoViewRecord) -> np.ndarray:
         """``[H, W]`` uint8 rendered opacity."""
         with Image.open(self.root / record.alpha_file) as img:
+            return np.asarray(img.convert("L")).copy()
+
+    def read_weight(self, record: PseudoViewRecord) -> Optional[np.ndarray]:
+        """``[H, W]`` uint8 loss weight, or None when the view has none."""
+        if record.weight_file is None:
+            return None
+        with Image.open(self.root / record.weight_file) as img:
             return np.asarray(img.convert("L")).copy()
 
     def up_to(self, step: int) -> List[PseudoViewRecord]:
@@ -338,7 +359,7 @@ class PseudoViewStore:
         """A store under ``root`` holding copies of ``records``' files (for resuming into a new run folder)."""
         out = PseudoViewStore(root)
         for r in records:
-            for name in (r.file, r.alpha_file, r.render_file):
+            for name in (r.file, r.alpha_file, r.render_file, r.weight_file):
                 if name is None or not (self.root / name).is_file():
                     continue
                 with atomic_path(out.root / name) as tmp:

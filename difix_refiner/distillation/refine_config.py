@@ -68,6 +68,26 @@ class RefineConfig(FixerOptions, PrintableConfig):
     """Renders fixed per fixer call (same-size renders only)."""
     fixer_memory_efficient: bool = False
     """Run the fixer's VAE and UNet one view at a time (less memory, slower)."""
+    lidar_hint: bool = True
+    """Render the dataparser's seed points (pandaset-data: the training sweeps' LiDAR points coloured from the
+    training photos) into every pseudo view as its LiDAR hint: given to a fixer trained with hints, and used for
+    the fixer-change statistics in rounds.jsonl and by fidelity_weighting. No effect without seed points."""
+    fidelity_weighting: bool = False
+    """Lower the pseudo-view loss weight where the fixer changed a pixel by more than fidelity_change_threshold
+    and no LiDAR hint is within fidelity_support_radius_px: weight = threshold / change (rule and statistics:
+    difix_refiner/distillation/pseudo_view_fidelity.py)."""
+    fidelity_change_threshold: float = 0.1
+    """Mean RGB change (colours in [0, 1]) above which an unsupported pixel is trusted less."""
+    fidelity_support_radius_px: int = 2
+    """A pixel counts as supported by the hint when a valid hint pixel lies this close (pixels)."""
+    fixer_check_views: int = 4
+    """Before the first round's pseudo views enter training, render this many training views, fix them and
+    compare PSNR against their photos with and without the fixer (result in rounds.jsonl); 0 skips the check."""
+    fixer_check_tolerance_db: float = 0.0
+    """Mean PSNR drop (dB) on the check views still counted as the fixer fitting the scene."""
+    unfit_fixer: Literal["drop", "keep"] = "drop"
+    """When the fixer lowers PSNR on the check views: 'drop' leaves its pseudo views out of training (no refine
+    round runs), 'keep' trains on them anyway. Either way the loop says so in one line."""
     save_renders: bool = False
     """Also save the raw (unfixed) renders next to the pseudo views, for inspection."""
     show_in_viewer: bool = True
@@ -135,3 +155,13 @@ class RefineConfig(FixerOptions, PrintableConfig):
             raise bad("alpha_mask_threshold", f"must lie in [0, 1], got {self.alpha_mask_threshold}")
         if self.fixer_batch_size < 1:
             raise bad("fixer_batch_size", f"must be at least 1, got {self.fixer_batch_size}")
+        if not (math.isfinite(self.fidelity_change_threshold) and self.fidelity_change_threshold > 0):
+            raise bad("fidelity_change_threshold", f"must be a positive colour difference, got {self.fidelity_change_threshold}")
+        if self.fidelity_support_radius_px < 0:
+            raise bad("fidelity_support_radius_px", f"must be 0 or more, got {self.fidelity_support_radius_px}")
+        if self.fixer_check_views < 0:
+            raise bad("fixer_check_views", f"must be 0 or more, got {self.fixer_check_views}")
+        if not (math.isfinite(self.fixer_check_tolerance_db) and self.fixer_check_tolerance_db >= 0):
+            raise bad("fixer_check_tolerance_db", f"must be 0 or more, got {self.fixer_check_tolerance_db}")
+        if self.unfit_fixer not in ("drop", "keep"):
+            raise bad("unfit_fixer", f"must be 'drop' or 'keep', got {self.unfit_fixer!r}")

@@ -31,6 +31,7 @@ import numpy as np
 
 from difix_refiner.cameras.scene_frame import scene_to_world
 from difix_refiner.data.lidar import aggregate_sweeps, project
+from difix_refiner.data.lidar_hint import min_filter as _min_filter
 from difix_refiner.data.pandaset import OPENCV_TO_OPENGL
 
 DEFAULT_NEAR_M = 0.5
@@ -130,15 +131,6 @@ def zbuffer(pixels: np.ndarray, depth: np.ndarray, mask: np.ndarray, width: int,
     idx = pixels[mask, 1] * width + pixels[mask, 0]
     np.minimum.at(zmap, idx, depth[mask])
     return zmap.reshape(height, width)
-
-
-def _min_filter(zmap: np.ndarray, radius: int) -> np.ndarray:
-    """Minimum over a ``(2r+1) x (2r+1)`` window (``inf`` outside the image)."""
-    if radius == 0:
-        return zmap
-    from scipy.ndimage import minimum_filter
-
-    return minimum_filter(zmap, size=2 * radius + 1, mode="constant", cval=np.inf)
 
 
 def project_points(

@@ -108,6 +108,10 @@ class FixerConfig:
     memory_efficient: bool = False
     """Trade speed for memory: VAE sliced one view at a time, UNet one batch item at a time."""
 
+    hint_channels: int = 0
+    """Extra input channels of the LiDAR hint (``fixer/hint.py``): 4 (RGB + validity mask) for a fixer trained
+    with hints, 0 for one without. Saved with the weights, so a loaded fixer knows whether it takes hints."""
+
     lora_seed: int = 0
     """Seed of the LoRA ``A`` matrices' initialisation (``B`` starts at zero)."""
 
@@ -125,6 +129,8 @@ class FixerConfig:
             raise ValueError(f"timestep must lie in [0, 999], got {self.timestep}")
         if self.unet_lora_rank < 0 or self.vae_lora_rank < 0:
             raise ValueError("LoRA ranks must be >= 0")
+        if self.hint_channels not in (0, 4):
+            raise ValueError(f"hint_channels must be 0 (no hint) or 4 (RGB + mask), got {self.hint_channels}")
         self.unet_lora_targets = tuple(self.unet_lora_targets)
         self.vae_lora_targets = tuple(self.vae_lora_targets)
 
@@ -132,6 +138,11 @@ class FixerConfig:
     def supports_references(self) -> bool:
         """Whether reference views may be given (only the Difix variant joins views)."""
         return self.variant == "difix"
+
+    @property
+    def uses_hint(self) -> bool:
+        """Whether the fixer takes a LiDAR hint (it was built, and trained, with hint channels)."""
+        return self.hint_channels > 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists)."""

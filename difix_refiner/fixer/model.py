@@ -34,6 +34,13 @@ from difix_refiner.fixer.attention import (
     install_multiview_attention,
 )
 from difix_refiner.fixer.config import FixerConfig, Variant
+from difix_refiner.fixer.hint import (
+    check_hint,
+    make_hint_conv,
+    no_hint_note,
+    target_rows,
+)
+from difix_refiner.fixer.inputs import check_fixer_inputs
 from difix_refiner.fixer.lora import ADAPTER_NAME, add_lora, is_lora_parameter
 from difix_refiner.fixer.presets import (
     DEFAULT_BASE,
@@ -55,13 +62,13 @@ from difix_refiner.fixer.weights import (
     load_base,
     plain_config,
     read_saved,
+    summarise_load_error,
     write_saved,
 )
 
 logger = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 8  # the VAE's down-factor; the UNet copes with any latent size
-RANGE_TOLERANCE = 1e-3  # slack on the [0, 1] check for values rounded by fp16/bf16 conversions
 
 # Key fields of the component configs that an adapter must agree with.
 _ARCH_KEYS = {
@@ -135,6 +142,7 @@ class Fixer(nn.Module):
             prefix="decoder.",
             seed=self.config.lora_seed + 1,
         )
+        self.hint_conv = make_hint_conv(self.config.hint_channels, vae)  # None without hint channels
 
         if prompt_embeds is not None:
             prompt_embeds = self._check_prompt_embeds(prompt_embeds)
@@ -305,14 +313,15 @@ class Fixer(nn.Module):
         for name, p in self.vae.named_parameters():
             if is_lora_parameter(name):
                 p.requires_grad_(True)
-        if self.skip_convs is not None:
-            self.skip_convs.requires_grad_(True)
+        for module in (self.skip_convs, self.hint_conv):
+            if module is not None:
+                module.requires_grad_(True)
 
     def trainable_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role (only non-empty groups), for per-group learning rates.
 
         Keys: ``unet`` (the whole UNet incl. its LoRA when ``train_unet``), ``unet_lora``,
-        ``unet_conv_in``, ``vae_lora``, ``skip_convs``.
+        ``unet_conv_in``, ``vae_lora``, ``skip_convs``, ``hint_conv``.
         """
         groups: dict[str, list[nn.Parameter]] = {}
 
@@ -330,9 +339,9 @@ class Fixer(nn.Module):
         for name, p in self.vae.named_parameters():
             if is_lora_parameter(name):
                 add("vae_lora", p)
-        if self.skip_convs is not None:
-            for p in self.skip_convs.parameters():
-                add("skip_convs", p)
+        for key, module in (("skip_convs", self.skip_convs), ("hint_conv", self.hint_conv)):
+            for p in module.parameters() if module is not None else ():
+                add(key, p)
         return groups
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -372,43 +381,8 @@ class Fixer(nn.Module):
     def check_inputs(
         self, images: torch.Tensor, refs: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Validate ``images`` [B,3,H,W] and ``refs`` [B,R,3,H,W] (a 4-D ref means R=1).
-
-        Returns the inputs with refs as 5-D (or None when there are none).
-        Raises ValueError with the offending shape or value range.
-        """
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape [B, 3, H, W], got {list(images.shape)}")
-        if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
-            raise ValueError(f"images must not be empty, got {list(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be a floating-point tensor in [0, 1], got {images.dtype}")
-        _check_range(images, "images")
-        if refs is None:
-            return images, None
-        if not self.config.supports_references:
-            raise ValueError(f"the {self.config.variant!r} variant takes a single view; refs must be None")
-        if not isinstance(refs, torch.Tensor):
-            raise ValueError(f"refs must be a torch.Tensor or None, got {type(refs).__name__}")
-        if refs.ndim == 4:
-            refs = refs[:, None]  # [B,3,H,W] -> [B,1,3,H,W]
-        if refs.ndim != 5 or refs.shape[2] != 3:
-            raise ValueError(f"refs must have shape [B, R, 3, H, W], got {list(refs.shape)}")
-        if refs.shape[0] != images.shape[0]:
-            raise ValueError(f"batch mismatch: {images.shape[0]} images but refs for {refs.shape[0]}")
-        if refs.shape[-2:] != images.shape[-2:]:
-            raise ValueError(
-                f"refs must have the images' size {tuple(images.shape[-2:])}, got {tuple(refs.shape[-2:])}; "
-                "resize them first"
-            )
-        if not refs.is_floating_point():
-            raise ValueError(f"refs must be a floating-point tensor in [0, 1], got {refs.dtype}")
-        if refs.shape[1] == 0:
-            return images, None
-        _check_range(refs, "refs")
-        return images, refs
+        """Validate ``images`` [B,3,H,W] and ``refs`` [B,R,3,H,W] (see :func:`~difix_refiner.fixer.inputs.check_fixer_inputs`)."""
+        return check_fixer_inputs(self.config, images, refs)
 
     def encode_prompt(self, batch_size: int = 1) -> torch.Tensor:
         """The cached prompt embedding, expanded to [batch_size, L, D].
@@ -429,13 +403,14 @@ class Fixer(nn.Module):
         return self.prompt_embeds.expand(batch_size, -1, -1)
 
     def encode_images(
-        self, views: torch.Tensor, num_views: int = 1
+        self, views: torch.Tensor, num_views: int = 1, hint_features: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """VAE-encode views in [-1, 1].
 
         Args:
             views: [(B V), 3, H, W], H and W multiples of 8, each group of ``num_views``
                 starting with its target view.
+            hint_features: [B, C, H, W] added after the encoder's ``conv_in`` of the target views.
         Returns:
             latents [(B V), 4, H/8, W/8] already multiplied by the VAE's scaling factor, and the
             skip features of the target views only (shallowest first, each [B, C_j, H/2^j, W/2^j]),
@@ -443,9 +418,13 @@ class Fixer(nn.Module):
         """
         n = views.shape[0]
         chunk = 1 if self.config.memory_efficient else n
+        residual = target_rows(hint_features, n, num_views)  # [(B V),C,H,W], zero for references
         latents, skips = [], []
         for start in range(0, n, chunk):
-            lat, feats = encode_with_skips(self.vae, views[start : start + chunk], sample=self.config.sample_latent)
+            res = None if residual is None else residual[start : start + chunk]
+            lat, feats = encode_with_skips(
+                self.vae, views[start : start + chunk], sample=self.config.sample_latent, input_residual=res
+            )
             latents.append(lat * self.latent_scale)
             if self.skip_convs is not None:
                 # Only the targets (global index % num_views == 0) feed the decoder; the
@@ -506,19 +485,25 @@ class Fixer(nn.Module):
 
     # ------------------------------------------------------------------ forward / inference
 
-    def forward(self, images: torch.Tensor, refs: torch.Tensor | None = None) -> torch.Tensor:
-        """Fix ``images`` [B,3,H,W] in [0,1], optionally with ``refs`` [B,R,3,H,W]; same shape out.
+    def forward(
+        self, images: torch.Tensor, refs: torch.Tensor | None = None, hint: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Fix ``images`` [B,3,H,W] in [0,1], optionally with ``refs`` [B,R,3,H,W] and a LiDAR ``hint``
+        [B,4,H,W] (RGB + mask, see ``fixer/hint.py``; only for a fixer with ``hint_channels``); same shape out.
 
         Differentiable in training mode with grad enabled; otherwise runs under
         ``torch.inference_mode``.
         """
         if self.training and torch.is_grad_enabled():
-            return self._forward(images, refs)
+            return self._forward(images, refs, hint)
         with torch.inference_mode():
-            return self._forward(images, refs)
+            return self._forward(images, refs, hint)
 
-    def _forward(self, images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor, refs: torch.Tensor | None, hint: torch.Tensor | None = None) -> torch.Tensor:
         images, refs = self.check_inputs(images, refs)
+        hint = check_hint(hint, images, self.config.hint_channels)
+        if hint is None and self.hint_conv is not None:
+            no_hint_note(self)
         batch, _, height, width = images.shape
         dtype = self.dtype
 
@@ -532,7 +517,8 @@ class Fixer(nn.Module):
             r = r.unflatten(0, (batch, refs.shape[1]))  # [B,R,3,H',W']
             views = torch.cat([x[:, None], r], dim=1).flatten(0, 1)  # [(B V),3,H',W'], target first
 
-        latents, skips = self.encode_images(views, num_views)  # [(B V),4,h,w]
+        feats = None if hint is None else self.hint_conv(_pad_to_multiple(hint.to(dtype), PAD_MULTIPLE))  # [B,C,H',W']
+        latents, skips = self.encode_images(views, num_views, feats)  # [(B V),4,h,w]
         prompt = self.encode_prompt(views.shape[0]).to(dtype)  # [(B V),L,D]
         x0 = self.denoise_step(latents, prompt, num_views)  # [(B V),4,h,w]
         x0 = x0[::num_views]  # reference outputs are dropped -> [B,4,h,w]
@@ -542,21 +528,24 @@ class Fixer(nn.Module):
 
     @torch.inference_mode()
     def fix(
-        self, images: torch.Tensor, refs: torch.Tensor | None = None, *, batch_size: int | None = None
-    ) -> torch.Tensor:
-        """Inference: fix ``images`` [B,3,H,W] in [0,1] (+ ``refs`` [B,R,3,H,W]) on the model's device.
+        self, images: torch.Tensor, refs: torch.Tensor | None = None, *,
+        hint: torch.Tensor | None = None, batch_size: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Inference: fix ``images`` [B,3,H,W] in [0,1] (+ ``refs`` [B,R,3,H,W], ``hint`` [B,4,H,W]) on the model's device.
 
         Inputs may live anywhere; they are moved to the model's device and dtype in chunks of
         ``batch_size`` (default: all at once) and the result comes back as float32 on the
         input's device.
         """
         images, refs = self.check_inputs(images, refs)
+        hint = check_hint(hint, images, self.config.hint_channels)
         step = batch_size or images.shape[0]
         outs = []
         for start in range(0, images.shape[0], step):
             img = images[start : start + step].to(self.device)
             ref = None if refs is None else refs[start : start + step].to(self.device)
-            outs.append(self._forward(img, ref).to(images.device, torch.float32))
+            part = None if hint is None else hint[start : start + step].to(self.device)
+            outs.append(self._forward(img, ref, part).to(images.device, torch.float32))
         return torch.cat(outs)
 
     # ------------------------------------------------------------------ saving
@@ -564,8 +553,8 @@ class Fixer(nn.Module):
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors training changes, keyed ``unet.*``, ``vae.*``, ``skip_convs.*``.
 
-        LoRA adapters, skip convolutions, the UNet's ``conv_in`` when trained, and the whole
-        UNet when ``train_unet``; decided by the config (not by current ``requires_grad``).
+        LoRA adapters, skip convolutions, the hint convolution, the UNet's ``conv_in`` when trained,
+        and the whole UNet when ``train_unet``; decided by the config (not by current ``requires_grad``).
         """
         out: dict[str, torch.Tensor] = {}
         for k, v in self.unet.state_dict().items():
@@ -576,17 +565,19 @@ class Fixer(nn.Module):
         for k, v in self.vae.state_dict().items():
             if is_lora_parameter(k):
                 out["vae." + k] = v
-        if self.skip_convs is not None:
-            for k, v in self.skip_convs.state_dict().items():
-                out["skip_convs." + k] = v
+        return {**out, **self._own_state_dict()}
+
+    def _own_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors of the fixer's own modules (skip and hint convolutions), which every save holds."""
+        out = {}
+        for prefix, module in (("skip_convs", self.skip_convs), ("hint_conv", self.hint_conv)):
+            out.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()} if module is not None else {})
         return out
 
     def _whole_state_dict(self) -> dict[str, torch.Tensor]:
         out = {"unet." + k: v for k, v in self.unet.state_dict().items()}
         out.update({"vae." + k: v for k, v in self.vae.state_dict().items()})
-        if self.skip_convs is not None:
-            out.update({"skip_convs." + k: v for k, v in self.skip_convs.state_dict().items()})
-        return out
+        return {**out, **self._own_state_dict()}
 
     def save_pretrained(self, folder: str | os.PathLike, *, whole: bool | None = None) -> str:
         """Write ``fixer_config.json`` + ``fixer.safetensors`` into ``folder``.
@@ -627,7 +618,7 @@ class Fixer(nn.Module):
                 f"{len(missing)} tensors missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
                 f"(e.g. {unexpected[:3]})."
             )
-        parts = {"unet": self.unet, "vae": self.vae, "skip_convs": self.skip_convs}
+        parts = {"unet": self.unet, "vae": self.vae, "skip_convs": self.skip_convs, "hint_conv": self.hint_conv}
         for prefix, module in parts.items():
             sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
             if not sub:
@@ -668,14 +659,6 @@ def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def _check_range(x: torch.Tensor, name: str) -> None:
-    lo, hi = torch.aminmax(x.detach())
-    lo, hi = float(lo), float(hi)
-    # Written so that NaN fails too (every comparison with NaN is False).
-    if not (lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE):
-        raise ValueError(f"{name} must hold finite values in [0, 1], got min {lo:.4g}, max {hi:.4g}")
-
-
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad [N, C, H, W] at the bottom/right to multiples of ``multiple`` (reflection where it fits)."""
     h, w = x.shape[-2:]
@@ -685,16 +668,3 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     # Reflection continues texture better than a constant; it needs the pad smaller than the side.
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def summarise_load_error(err: BaseException, shown: int = 3) -> str:
-    """torch's load_state_dict error (one line per mismatching tensor, often hundreds) in a few lines."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    details = [line for line in lines[1:] if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
-    if not details:
-        return lines[0] if lines else str(err)
-    more = f"; and {len(details) - shown} more" if len(details) > shown else ""
-    return (
-        f"{len(details)} tensor(s) differ, e.g. " + "; ".join(d.rstrip(".") for d in details[:shown]) + more
-        + ". Was it saved from another base, variant or LoRA rank?"
-    )

@@ -52,13 +52,19 @@ def _run(module: nn.Module, *args: torch.Tensor | None, use_checkpoint: bool) ->
 
 
 def encode_with_skips(
-    vae: AutoencoderKL, images: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+    vae: AutoencoderKL,
+    images: torch.Tensor,
+    *,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+    input_residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Encode images in [-1, 1] to unscaled latents and the encoder's skip features.
 
     Args:
         images: [N, 3, H, W], H and W multiples of 8.
         sample: sample the posterior instead of taking its mean.
+        input_residual: [N, C, H, W] added to the output of the encoder's ``conv_in`` (the LiDAR hint).
     Returns:
         latents [N, C_lat, H/8, W/8] (before ``scaling_factor``) and the skip features in
         encoder order (shallowest first), each [N, C_j, H/2^j, W/2^j].
@@ -66,6 +72,8 @@ def encode_with_skips(
     enc = vae.encoder
     use_ckpt = bool(getattr(enc, "gradient_checkpointing", False))
     x = enc.conv_in(images)
+    if input_residual is not None:
+        x = x + input_residual
     skips: list[torch.Tensor] = []
     for block in enc.down_blocks:
         skips.append(x)

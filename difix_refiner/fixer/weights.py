@@ -337,3 +337,16 @@ def _json_default(obj: Any) -> Any:
 def plain_config(config: Any) -> dict[str, Any]:
     """A diffusers ``FrozenDict`` config as a JSON-friendly dict (private keys dropped)."""
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+
+def summarise_load_error(err: BaseException, shown: int = 3) -> str:
+    """torch's load_state_dict error (one line per mismatching tensor, often hundreds) in a few lines."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    details = [line for line in lines[1:] if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+    if not details:
+        return lines[0] if lines else str(err)
+    more = f"; and {len(details) - shown} more" if len(details) > shown else ""
+    return (
+        f"{len(details)} tensor(s) differ, e.g. " + "; ".join(d.rstrip(".") for d in details[:shown]) + more
+        + ". Was it saved from another base, variant or LoRA rank?"
+    )

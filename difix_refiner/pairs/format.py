@@ -8,7 +8,9 @@ Format::
           "image": "renders/000123.png",        # degraded input (a render)
           "target_image": "gt/000123.png",      # clean target, same size as "image"
           "ref_image": "ref/000120.png",        # optional: null, a path, or a list of paths
-          "prompt": "remove degradation"        # optional, this is the default
+          "prompt": "remove degradation",       # optional, this is the default
+          "hint_image": "hint/000123.png",      # optional (with hint_mask): LiDAR hint colours
+          "hint_mask": "hint/000123.mask.png"   # optional: hint validity, 8-bit (255 = a point is there)
         },
         ...
       },
@@ -22,10 +24,14 @@ Format::
 * A list in ``ref_image`` is our extension (several reference views); Difix uses one path or null.
 * References may differ in size from the input: :class:`PairDataset` resizes them to the
   input's size before cropping. Input and target must have the same size.
+* ``hint_image`` / ``hint_mask`` are our extension: the LiDAR hint of the input's camera
+  (:mod:`difix_refiner.pairs.pair_hints`); both or neither, at the input's size. Files
+  without them read as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -40,6 +46,7 @@ from torch.utils.data import Dataset
 
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
+from difix_refiner.pairs.pair_hints import load_hint
 
 # Same default as the fixer's (difix_refiner.fixer.config.DEFAULT_PROMPT).
 DEFAULT_PROMPT = "remove degradation"
@@ -79,6 +86,12 @@ class PairEntry:
     prompt: str = DEFAULT_PROMPT
     """Text prompt of the fixer."""
 
+    hint_image: Path | None = None
+    """LiDAR hint colours (RGB, 0 where unknown), same size as ``image``; None: no hint."""
+
+    hint_mask: Path | None = None
+    """LiDAR hint validity (8-bit, 255 where a point is), same size as ``image``; set with ``hint_image``."""
+
     def to_json(self, root: Path, relative: bool = True) -> dict[str, Any]:
         """The JSON object of this entry, paths relative to ``root`` (the JSON's folder) if asked."""
 
@@ -91,12 +104,15 @@ class PairEntry:
                 return Path(p).absolute().as_posix()
 
         refs = [fmt(p) for p in self.ref_images]
-        return {
+        out = {
             "image": fmt(self.image),
             "target_image": fmt(self.target_image),
             "ref_image": None if not refs else refs[0] if len(refs) == 1 else refs,
             "prompt": self.prompt,
         }
+        if self.hint_image is not None and self.hint_mask is not None:
+            out.update(hint_image=fmt(self.hint_image), hint_mask=fmt(self.hint_mask))
+        return out
 
 
 Splits = dict[str, dict[str, PairEntry]]
@@ -153,9 +169,14 @@ def _parse_entry(root: Path, split: str, key: str, raw: Any, problems: list[str]
     if not isinstance(prompt, str):
         problems.append(f"{where}: 'prompt' must be a string, got {prompt!r}.")
         ok = False
+    hints = [raw.get(k) for k in ("hint_image", "hint_mask")]
+    if any(h is not None for h in hints) and not all(isinstance(h, str) and h.strip() for h in hints):
+        problems.append(f"{where}: 'hint_image' and 'hint_mask' must both be path strings (or both absent), got {hints!r}.")
+        ok = False
     if not ok:
         return None
-    return PairEntry(key, paths["image"], paths["target_image"], tuple(refs), prompt)
+    hint_image, hint_mask = (None, None) if hints[0] is None else (_resolve(root, hints[0]), _resolve(root, hints[1]))
+    return PairEntry(key, paths["image"], paths["target_image"], tuple(refs), prompt, hint_image, hint_mask)
 
 
 def _load_json(json_path: Path) -> Any:
@@ -234,6 +255,7 @@ def validate_pairs(json_path: str | Path, check_sizes: bool = True) -> dict[str,
             where = f"{split}/{key}"
             files = [("image", e.image), ("target_image", e.target_image)]
             files += [(f"ref_image[{i}]" if len(e.ref_images) > 1 else "ref_image", p) for i, p in enumerate(e.ref_images)]
+            files += [(n, p) for n, p in (("hint_image", e.hint_image), ("hint_mask", e.hint_mask)) if p is not None]
             present = {}
             for name, p in files:
                 if not p.is_file():
@@ -243,13 +265,16 @@ def validate_pairs(json_path: str | Path, check_sizes: bool = True) -> dict[str,
             if not check_sizes:
                 continue
             sizes = {}
-            for name in ("image", "target_image"):
+            for name in ("image", "target_image", "hint_image", "hint_mask"):
                 if name in present:
                     try:
                         sizes[name] = _image_size(present[name])
                     except Exception as err:  # any decoder error means the file is unusable
                         problems.append(f"{where}: {name} '{present[name]}' is not a readable image ({type(err).__name__})")
-            if len(sizes) == 2 and sizes["image"] != sizes["target_image"]:
+            for name in ("hint_image", "hint_mask"):
+                if name in sizes and "image" in sizes and sizes[name] != sizes["image"]:
+                    problems.append(f"{where}: {name} '{present[name]}' is {sizes[name]} but image is {sizes['image']} (W, H)")
+            if "image" in sizes and "target_image" in sizes and sizes["image"] != sizes["target_image"]:
                 (wi, hi), (wt, ht) = sizes["image"], sizes["target_image"]
                 problems.append(
                     f"{where}: image '{e.image}' is {wi}x{hi} but target_image '{e.target_image}' is {wt}x{ht} (W x H); they must match"
@@ -264,16 +289,18 @@ def validate_pairs(json_path: str | Path, check_sizes: bool = True) -> dict[str,
 
 def _entry_from(key: str, value: PairEntry | Mapping[str, Any]) -> PairEntry:
     if isinstance(value, PairEntry):
-        return value if value.id == key else PairEntry(key, value.image, value.target_image, value.ref_images, value.prompt)
+        return value if value.id == key else dataclasses.replace(value, id=key)
     # Mappings hold paths absolute or relative to the working directory.
     ref = value.get("ref_image")
     refs = [] if ref is None else [ref] if isinstance(ref, (str, Path)) else list(ref)
+    hints = [None if value.get(k) is None else Path(value[k]).absolute() for k in ("hint_image", "hint_mask")]
     return PairEntry(
         key,
         Path(value["image"]).absolute(),
         Path(value["target_image"]).absolute(),
         tuple(Path(r).absolute() for r in refs),
         value.get("prompt", DEFAULT_PROMPT),
+        *hints,
     )
 
 
@@ -372,7 +399,7 @@ def merge_pairs(
                     problems.append(f"id collision: '{new_id}' (from '{path}', split '{split}') already comes from {origin[new_id]}")
                     continue
                 origin[new_id] = f"'{path}' split '{split}'"
-                target[new_id] = PairEntry(new_id, e.image, e.target_image, e.ref_images, e.prompt)
+                target[new_id] = dataclasses.replace(e, id=new_id)
     if problems:
         raise PairsError(output, problems)
     write_pairs(merged, output, overwrite=overwrite)
@@ -404,6 +431,8 @@ class PairDataset(Dataset):
     with_ref: ``None`` uses references when every entry of the split has the same number (> 0);
       ``True`` requires them; ``False`` ignores them. References of another size are resized
       (bilinear, anti-aliased) to the input's size before the crop.
+    with_hint: ``None`` gives the LiDAR hint (item "hint": [4, h, w], RGB + mask) when every entry
+      has one; ``True`` requires them; ``False`` ignores them.
     """
 
     def __init__(
@@ -414,6 +443,7 @@ class PairDataset(Dataset):
         seed: int = 0,
         with_ref: bool | None = None,
         crop_multiple: int = 8,
+        with_hint: bool | None = False,
     ) -> None:
         self.json_path = Path(json_path)
         splits = read_pairs(self.json_path)
@@ -443,6 +473,10 @@ class PairDataset(Dataset):
             if len(counts) > 1:
                 raise PairsError(self.json_path, [f"split '{split}' mixes entries with {sorted(counts)} references; batches need one count"])
         self.with_ref = bool(with_ref)
+        lacking_hint = [e.id for e in self.entries if e.hint_image is None]
+        if with_hint and lacking_hint:
+            raise PairsError(self.json_path, [f"{split}/{i}: no hint_image/hint_mask but hints are required" for i in lacking_hint])
+        self.with_hint = bool(self.entries) and not lacking_hint if with_hint is None else bool(with_hint)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different (still reproducible) crops in each epoch."""
@@ -476,6 +510,9 @@ class PairDataset(Dataset):
                     r = F.interpolate(r[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
                 loaded.append(r.clamp_(0.0, 1.0))
             refs = torch.stack(loaded)  # [R, 3, H, W]
+        hint = load_hint(e.hint_image, e.hint_mask) if self.with_hint else None  # [4, H, W]
+        if hint is not None and hint.shape[1:] != (h, w):
+            raise PairsError(self.json_path, [f"{self.split}/{e.id}: hint {tuple(hint.shape[1:])} and image {(h, w)} (H, W) differ"])
         if self.crop is not None:
             ch, cw = self.crop
             if ch > h or cw > w:
@@ -485,6 +522,8 @@ class PairDataset(Dataset):
             target = target[:, top : top + ch, left : left + cw]
             if refs is not None:
                 refs = refs[..., top : top + ch, left : left + cw]
+            if hint is not None:
+                hint = hint[:, top : top + ch, left : left + cw]
         item: dict[str, Any] = {
             "image": image.contiguous(),
             "target": target.contiguous(),
@@ -493,4 +532,6 @@ class PairDataset(Dataset):
         }
         if refs is not None:
             item["ref"] = refs.contiguous()
+        if hint is not None:
+            item["hint"] = hint.contiguous()
         return item

@@ -1,4 +1,5 @@
-"""Reconstruction losses: L2, L1, LPIPS, Gram (style) on VGG16 features and CLIP similarity.
+"""Reconstruction losses: L2, L1, MS-SSIM, image gradients, LPIPS, Gram (style) on VGG16 features and
+CLIP similarity. L2, L1, MS-SSIM and the gradient loss need no downloaded weights.
 
 All image arguments are [B, 3, H, W] in [0, 1]; every loss returns a scalar (mean over the
 batch). The pure functions (``gram_matrix``, ``gram_loss``, ``clip_similarity_loss``) take
@@ -39,6 +40,87 @@ def l2_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def l1_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over all elements."""
     return F.l1_loss(output.float(), target.float())
+
+
+# --------------------------------------------------------------------------- MS-SSIM and gradients
+
+MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+"""Per-scale exponents of MS-SSIM (Wang, Simoncelli and Bovik 2003), finest scale first."""
+_SSIM_K = (0.01, 0.03)
+_SSIM_FLOOR = 1e-6  # per-scale terms are floored here: a power of 0 has an infinite derivative
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    """Normalised 1-D Gaussian as a depthwise kernel [C, 1, 1, size]."""
+    x = torch.arange(size, dtype=torch.float32, device=like.device) - size // 2
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return (g / g.sum()).reshape(1, 1, 1, size).repeat(channels, 1, 1, 1)
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, win: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM and its contrast-structure part, each averaged over pixels: [B, C] (valid Gaussian filtering)."""
+    c = x.shape[1]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        t = F.conv2d(t, win, groups=c)  # along the width
+        return F.conv2d(t, win.transpose(2, 3), groups=c)  # along the height
+
+    c1, c2 = _SSIM_K[0] ** 2, _SSIM_K[1] ** 2  # data range 1
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    cs = (2.0 * cov + c2) / (var_x + var_y + c2)  # [B, C, h, w]
+    ssim = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
+    return ssim.flatten(2).mean(-1), cs.flatten(2).mean(-1)
+
+
+def ms_ssim(
+    output: torch.Tensor, target: torch.Tensor, win_size: int = 11, sigma: float = 1.5, weights: Sequence[float] = MS_SSIM_WEIGHTS
+) -> torch.Tensor:
+    """Multi-scale SSIM per image, [B] (images [B, C, H, W] in [0, 1]).
+
+    The 5-scale definition needs a side above ``(win_size - 1) * 16`` (160 px); on smaller images the
+    coarsest scales that do not hold a window are left out and the exponents renormalised, and the
+    window shrinks (odd, at least 3) to fit the smallest side. Each scale's term is floored at 1e-6
+    (where the usual definition takes max(0, .)), so gradients stay finite for any input.
+    """
+    check_images(output, target)
+    x, y = output.float(), target.float()
+    side = min(x.shape[-2:])
+    win_size = max(3, min(win_size, side if side % 2 else side - 1))
+    levels = len(weights)
+    while levels > 1 and side / 2 ** (levels - 1) < win_size:
+        levels -= 1
+    w = torch.tensor(weights[:levels], dtype=torch.float32, device=x.device)
+    w = w / w.sum()
+    win = _gaussian_window(win_size, sigma, x.shape[1], x)
+    terms = []
+    for level in range(levels):
+        ssim, cs = _ssim_terms(x, y, win)
+        terms.append(ssim if level == levels - 1 else cs)
+        if level < levels - 1:
+            pad = [s % 2 for s in x.shape[2:]]
+            x, y = F.avg_pool2d(x, 2, padding=pad), F.avg_pool2d(y, 2, padding=pad)
+    stacked = torch.stack(terms).clamp_min(_SSIM_FLOOR)  # [L, B, C]
+    return torch.prod(stacked ** w[:, None, None], dim=0).mean(dim=1)
+
+
+def ms_ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Batch mean of 1 - MS-SSIM."""
+    return (1.0 - ms_ssim(output, target)).mean()
+
+
+def image_gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences along x [B, C, H, W-1] and y [B, C, H-1, W]."""
+    return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
+
+
+def gradient_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the image gradients (x and y, averaged): edges where the target has them."""
+    check_images(output, target)
+    (ox, oy), (tx, ty) = image_gradients(output.float()), image_gradients(target.float())
+    return 0.5 * (F.l1_loss(ox, tx) + F.l1_loss(oy, ty))
 
 
 def lpips_loss(lpips: LPIPS, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,12 @@ by the user is an explicit request. When a loss needs backbone weights that are 
 * preset value: the loss is switched off with one :class:`LossDisabledWarning` and recorded
   in ``objective.disabled``.
 
-L2 and L1 need nothing. Setting a weight to 0 switches a loss off without any check.
+L2, L1, MS-SSIM and the gradient loss need nothing. Setting a weight to 0 switches a loss off without
+any check.
+
+No-download fallback: when a preset's perceptual terms (LPIPS, Gram, CLIP) are switched off for missing
+weights, L1 + MS-SSIM + the image-gradient loss (the ``local`` preset's weights) are switched on in their
+place, unless their weights were given (``no_download_fallback=False`` keeps the preset as it is).
 
 Paired usage::
 
@@ -47,9 +52,11 @@ from difix_refiner.training.losses import (
     CLIPSimilarityLoss,
     GramLoss,
     check_images,
+    gradient_loss,
     l1_loss,
     l2_loss,
     lpips_loss,
+    ms_ssim_loss,
 )
 from difix_refiner.training.perceptual import (
     PerceptualBackbones,
@@ -57,16 +64,22 @@ from difix_refiner.training.perceptual import (
     PerceptualWeightsError,
 )
 
-PairedPreset = Literal["difix", "pix2pix-turbo"]
+PairedPreset = Literal["difix", "pix2pix-turbo", "local"]
 
-# Published loss weights (see shared/notes/published-facts.md).
+_NO_DOWNLOAD_TERMS = {"l1": 0.0, "msssim": 0.0, "gradient": 0.0}
+# Published loss weights (see shared/notes/published-facts.md), and "local", which needs no weights.
 PAIRED_PRESETS: dict[str, dict[str, float]] = {
     # Difix3D+: L2 + LPIPS + 0.5 Gram, Gram switched on after 2,000 steps.
-    "difix": {"l2": 1.0, "lpips": 1.0, "gram": 0.5, "clip": 0.0, "gan": 0.0, "gram_warmup_steps": 2000},
+    "difix": {"l2": 1.0, "lpips": 1.0, "gram": 0.5, "clip": 0.0, "gan": 0.0, **_NO_DOWNLOAD_TERMS, "gram_warmup_steps": 2000},
     # pix2pix-turbo: lambda_l2 1, lambda_lpips 5, lambda_clipsim 5, lambda_gan 0.5.
-    "pix2pix-turbo": {"l2": 1.0, "lpips": 5.0, "gram": 0.0, "clip": 5.0, "gan": 0.5, "gram_warmup_steps": 0},
-}
-PAIRED_TERMS: tuple[str, ...] = ("l2", "lpips", "gram", "clip", "gan")
+    "pix2pix-turbo": {"l2": 1.0, "lpips": 5.0, "gram": 0.0, "clip": 5.0, "gan": 0.5, **_NO_DOWNLOAD_TERMS, "gram_warmup_steps": 0},
+    # Ours, for machines without LPIPS/VGG/CLIP weights: L1 + (1 - MS-SSIM) + image gradients, equal weights
+    # (not yet ablated); add --objective.gan with --objective.discriminator.kind patch for a GAN from scratch.
+    "local": {"l2": 0.0, "lpips": 0.0, "gram": 0.0, "clip": 0.0, "gan": 0.0, "l1": 1.0, "msssim": 1.0, "gradient": 1.0, "gram_warmup_steps": 0},
+}  # fmt: skip
+PAIRED_TERMS: tuple[str, ...] = ("l2", "lpips", "gram", "clip", "gan", "l1", "msssim", "gradient")
+PERCEPTUAL_TERMS: tuple[str, ...] = ("lpips", "gram", "clip")
+"""Terms whose missing weights switch the no-download fallback on."""
 
 # CycleGAN-Turbo: cycle L1 x1 + LPIPS x10, identity L1 x1 + LPIPS x1, GAN 0.5.
 UNPAIRED_DEFAULTS: dict[str, float] = {
@@ -80,6 +93,10 @@ UNPAIRED_DEFAULTS: dict[str, float] = {
 
 class LossDisabledWarning(UserWarning):
     """A preset loss was switched off because its backbone weights are missing."""
+
+
+class FallbackLossWarning(UserWarning):
+    """No-download losses were switched on in place of perceptual ones whose weights are missing."""
 
 
 def _disable(name: str, value: float, err: Exception, option: str) -> None:
@@ -103,7 +120,8 @@ class PairedObjectiveConfig:
     """Loss weights of paired fixer training. ``None`` takes the preset's published value."""
 
     preset: PairedPreset = "difix"
-    """difix: L2 1, LPIPS 1, Gram 0.5 after a warm-up; pix2pix-turbo: L2 1, LPIPS 5, CLIP 5, GAN 0.5."""
+    """difix: L2 1, LPIPS 1, Gram 0.5 after a warm-up; pix2pix-turbo: L2 1, LPIPS 5, CLIP 5, GAN 0.5;
+    local: L1 1, MS-SSIM 1, gradient 1 (needs no downloaded weights)."""
 
     l2: float | None = None
     """Weight of the mean squared error."""
@@ -130,11 +148,24 @@ class PairedObjectiveConfig:
     gan: float | None = None
     """Weight of the generator's adversarial loss."""
 
+    l1: float | None = None
+    """Weight of the mean absolute error."""
+
+    msssim: float | None = None
+    """Weight of 1 - MS-SSIM (5 scales; fewer on crops under 160 px)."""
+
+    gradient: float | None = None
+    """Weight of the L1 distance between the image gradients (edges) of output and target."""
+
+    no_download_fallback: bool = True
+    """When the preset's LPIPS/Gram/CLIP terms are switched off for missing weights, switch on L1 + MS-SSIM +
+    gradient (the local preset's weights) for every one of them not set explicitly."""
+
     require_weights: bool = False
     """Treat every preset loss as explicitly requested: missing weights raise instead of warning."""
 
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    """Discriminator used when the GAN weight is above 0."""
+    """Discriminator used when the GAN weight is above 0 (kind patch: trained from scratch, needs no weights)."""
 
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
     """Where LPIPS, VGG16 and CLIP weights come from."""
@@ -198,8 +229,26 @@ class PairedObjective(nn.Module):
                     self.disabled[term] = str(err)
                     continue
             self.weights[term] = weight
+        self.fallback = self._no_download_fallback()
         if not self.weights:
             raise ValueError(f"No active loss terms (weights resolved to {config.resolved()}, disabled: {self.disabled}).")
+
+    def _no_download_fallback(self) -> list[str]:
+        """Switch on the local preset's terms not set explicitly when a perceptual term was switched off."""
+        if not self.config.no_download_fallback or not set(self.disabled) & set(PERCEPTUAL_TERMS):
+            return []
+        added = [t for t, w in PAIRED_PRESETS["local"].items() if t in _NO_DOWNLOAD_TERMS and getattr(self.config, t) is None and w > 0]
+        for term in added:
+            self.weights[term] = PAIRED_PRESETS["local"][term]
+        if added:
+            warnings.warn(
+                f"Without the weights of {', '.join(sorted(set(self.disabled) & set(PERCEPTUAL_TERMS)))}, the "
+                f"no-download losses {', '.join(added)} are switched on (set their weights, or "
+                "--objective.no-download-fallback False, to choose otherwise).",
+                FallbackLossWarning,
+                stacklevel=3,
+            )
+        return added
 
     def _build_lpips(self) -> None:
         self.lpips = self.backbones.lpips()
@@ -254,6 +303,12 @@ class PairedObjective(nn.Module):
                 raw[term] = self.clip_loss(output, target, prompts)
             elif term == "gan":
                 raw[term] = adversarial_generator_loss(self.discriminator, output, self.config.discriminator.loss)
+            elif term == "l1":
+                raw[term] = l1_loss(output, target)
+            elif term == "msssim":
+                raw[term] = ms_ssim_loss(output, target)
+            elif term == "gradient":
+                raw[term] = gradient_loss(output, target)
         total = output.new_zeros((), dtype=torch.float32)  # a tensor even when no term is active yet
         for t, v in raw.items():
             total = total + self.weights[t] * v

@@ -25,6 +25,7 @@ from typing import Literal
 
 from difix_refiner.core.errors import InputError
 from difix_refiner.fixer.presets import DEFAULT_BASE
+from difix_refiner.training.hint_training import HintOptions
 from difix_refiner.training.objectives import (
     PairedObjectiveConfig,
     UnpairedObjectiveConfig,
@@ -172,6 +173,9 @@ class TrainFixerConfig:
 
     use_refs: Literal["auto", "yes", "no"] = "auto"
     """Reference views: auto uses them when every pair has the same number (> 0) and the variant is difix."""
+
+    hint: HintOptions = field(default_factory=HintOptions)
+    """LiDAR hints of the pairs: train a hint fixer on them (auto when every pair has one) and hint dropout."""
 
     crop: tuple[int, int] | None = (512, 512)
     """Random training crop H W (multiples of 8; Difix trains at 576x1024, pix2pix-turbo 512, CycleGAN-Turbo

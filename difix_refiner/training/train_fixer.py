@@ -73,6 +73,7 @@ from difix_refiner.training.fixer_data import (
     _check_crop,
     check_sizes,
 )
+from difix_refiner.training.hint_training import drop_hints
 from difix_refiner.training.lr_schedule import default_lr, default_warmup, lr_factor
 from difix_refiner.training.objectives import PairedObjective, UnpairedObjective
 from difix_refiner.training.perceptual import PerceptualWeightsError
@@ -165,6 +166,10 @@ class FixerTrainer:
             raise TrainFixerError("--use-refs yes needs --variant difix and paired training")
         if cmd.checkpoint.every < 0 or cmd.validation.every < 0 or cmd.log_every < 1:
             raise TrainFixerError("--checkpoint.every and --validation.every must be >= 0, --log-every >= 1")
+        try:
+            cmd.hint.check()
+        except ValueError as err:
+            raise TrainFixerError(str(err)) from None
         self.crop = _check_crop(cmd.crop)
 
     def _setup_data(self) -> None:
@@ -234,6 +239,8 @@ class FixerTrainer:
             fields["unet_lora_rank"] = opts.unet_lora_rank
         if opts.vae_lora_rank is not None:
             fields["vae_lora_rank"] = opts.vae_lora_rank
+        if self.with_hint:  # a hint fixer; the dropout is recorded with it
+            fields.update(hint_channels=4, extra={"hint_dropout": cmd.hint.dropout})
         try:
             if cmd.adapter is not None:
                 if fields:
@@ -259,6 +266,9 @@ class FixerTrainer:
 
     def _setup_models(self) -> None:
         self.fixer = self._build_fixer()
+        if self.with_hint and not self.fixer.config.uses_hint:
+            raise TrainFixerError(f"--adapter {self.cmd.adapter} has no hint channels but the pairs carry LiDAR hints; "
+                                  "pass --hint.use no to train it without them")  # fmt: skip
         if self.mode == "unpaired":
             self.fixer_ba = self._build_fixer()
         self.models: dict[str, Fixer] = {"fixer": self.fixer}
@@ -355,14 +365,15 @@ class FixerTrainer:
 
     def _build_datasets(self) -> None:
         cmd = self.cmd
-        self.with_ref = False
+        self.with_ref = self.with_hint = False
         try:
             if self.mode == "paired":
                 with_ref = {"auto": None, "yes": True, "no": False}[cmd.use_refs]
                 if cmd.variant != "difix":
                     with_ref = False
-                train = PairDataset(cmd.pairs, "train", crop=self.crop, seed=cmd.seed, with_ref=with_ref)
-                self.with_ref = train.with_ref
+                with_hint = cmd.hint.with_hint()
+                train = PairDataset(cmd.pairs, "train", crop=self.crop, seed=cmd.seed, with_ref=with_ref, with_hint=with_hint)
+                self.with_ref, self.with_hint = train.with_ref, train.with_hint
                 check_sizes([e.image for e in train.entries], self.crop, cmd.batch_size, "training")
                 self.train_sets = {"a": train}
             else:
@@ -372,18 +383,21 @@ class FixerTrainer:
                 }
             split = cmd.validation.split
             if cmd.pairs is not None and self.pair_counts.get(split):
-                self.val_dataset = PairDataset(cmd.pairs, split, crop=None, seed=cmd.seed, with_ref=self.with_ref)
+                self.val_dataset = PairDataset(
+                    cmd.pairs, split, crop=None, seed=cmd.seed, with_ref=self.with_ref, with_hint=self.with_hint
+                )
             elif cmd.pairs is not None:
                 logger.warning("pairs JSON has no '%s' pairs: no validation and no before/after metrics", split)
         except PairsError as err:
             raise TrainFixerError(str(err)) from None
         sizes = ", ".join(f"{len(d)} {'pairs' if self.mode == 'paired' else k}" for k, d in self.train_sets.items())
         logger.info(
-            "data: %s training (%s), crops %s, reference views: %s; validation: %s",
+            "data: %s training (%s), crops %s, reference views: %s, LiDAR hints: %s; validation: %s",
             self.mode,
             sizes,
             "none" if self.crop is None else f"{self.crop[0]}x{self.crop[1]}",
             "yes" if self.with_ref else "no",
+            f"yes (dropout {cmd.hint.dropout:g})" if self.with_hint else "no",
             f"{len(self.val_dataset)} '{cmd.validation.split}' pairs" if self.val_dataset is not None else "none",
         )
 
@@ -486,9 +500,12 @@ class FixerTrainer:
         images = batch["image"].to(self.device, non_blocking=True)  # [B,3,h,w]
         target = batch["target"].to(self.device, non_blocking=True)  # [B,3,h,w]
         refs = batch["ref"].to(self.device, non_blocking=True) if self.with_ref else None  # [B,R,3,h,w]
+        hint = batch["hint"].to(self.device, non_blocking=True) if self.with_hint else None  # [B,4,h,w]
+        if hint is not None:
+            hint = drop_hints(hint, self.cmd.hint.dropout, self.cmd.seed, step, self.rank)
         prompts = list(batch["prompt"]) if self.cmd.objective.clip_mode == "prompt" else None
         with self.accelerator.autocast():
-            output = self.fixer(images, refs)  # [B,3,h,w]
+            output = self.fixer(images, refs, hint)  # [B,3,h,w]
             total, terms = self.objective(output.float(), target, step, prompts=prompts)
         logs: dict[str, torch.Tensor] = {"loss": total.detach(), **terms}
         logs["grad_norm"] = self._apply(total, self.opt_g, self.sched_g, self.scaler_g, self.gen_params, "generator", step)

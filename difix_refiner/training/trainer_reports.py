@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from difix_refiner.training.train_fixer import FixerTrainer
 
 
-def _fix_for_eval(self: FixerTrainer, images: torch.Tensor, refs: torch.Tensor | None) -> torch.Tensor:
+def _fix_for_eval(self: FixerTrainer, images: torch.Tensor, refs: torch.Tensor | None, hint: torch.Tensor | None = None) -> torch.Tensor:
     with self.accelerator.autocast():
-        return self.fixer.fix(images, refs)
+        return self.fixer.fix(images, refs, hint=hint)
 
 def _evaluate(self: FixerTrainer, max_images: int | None) -> EvalResult:
     devices = [self.device.index or 0] if self.device.type == "cuda" else []

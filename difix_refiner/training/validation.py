@@ -74,7 +74,8 @@ def evaluate_pairs(
     device: torch.device | str = "cpu",
     use_refs: bool = True,
 ) -> EvalResult:
-    """Run ``fix(images [1,3,H,W], refs [1,R,3,H,W] | None) -> [1,3,H,W]`` over a paired dataset.
+    """Run ``fix(images [1,3,H,W], refs [1,R,3,H,W] | None) -> [1,3,H,W]`` over a paired dataset
+    (``fix(images, refs, hint [1,4,H,W])`` for items with a LiDAR hint).
 
     ``dataset`` items are :class:`~difix_refiner.pairs.format.PairDataset` items (``image``,
     ``target``, optional ``ref``, ``id``). One image at a time: test images may differ in size.
@@ -87,7 +88,8 @@ def evaluate_pairs(
         image = item["image"][None].to(device)  # [1, 3, H, W]
         target = item["target"][None].to(device)
         refs = item["ref"][None].to(device) if use_refs and "ref" in item else None  # [1, R, 3, H, W]
-        output = quantize(fix(image, refs).to(device))  # [1, 3, H, W]
+        hint = item["hint"][None].to(device) if "hint" in item else None  # [1, 4, H, W] LiDAR hint
+        output = quantize((fix(image, refs) if hint is None else fix(image, refs, hint)).to(device))  # [1, 3, H, W]
         image, target = quantize(image), quantize(target)
         result.records.append(
             {

@@ -8,7 +8,11 @@ import torch
 from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.scripts.render import get_crop_from_json
 
-from difix_refiner.cameras.camera_path import camera_path_dict, vertical_fov_degrees, write_camera_path
+from difix_refiner.cameras.camera_path import (
+    camera_path_dict,
+    vertical_fov_degrees,
+    write_camera_path,
+)
 from difix_refiner.cameras.trajectory import shift_poses
 
 

@@ -132,7 +132,9 @@ def random_rotation(seed):
 
 def test_offsets_survive_dataparser_transform_and_scale_round_trip():
     """World metres -> scene units (non-trivial transform and scale) -> shift -> back to world."""
-    from nerfstudio.data.dataparsers.base_dataparser import transform_poses_to_original_space
+    from nerfstudio.data.dataparsers.base_dataparser import (
+        transform_poses_to_original_space,
+    )
 
     world, forward_true = curved_drive(n=50, radius=30.0, step=1.1)
     transform = np.column_stack([random_rotation(7), [12.0, -40.0, 3.5]])  # [3, 4]

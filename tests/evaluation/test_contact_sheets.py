@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from difix_refiner.core.contact_sheet import LabelledRow
-from difix_refiner.evaluation.contact_sheets import MIN_LABEL_MARGIN, build_contact_sheet, build_cross_camera_sheet
+from difix_refiner.evaluation.contact_sheets import (
+    MIN_LABEL_MARGIN,
+    build_contact_sheet,
+    build_cross_camera_sheet,
+)
 from difix_refiner.evaluation.evaluate_run import RunEvaluation
 
 

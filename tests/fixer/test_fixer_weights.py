@@ -188,7 +188,7 @@ def test_adapter_for_other_architecture_is_refused(tmp_path):
 
 
 def test_load_errors_are_summarised_in_a_few_lines():
-    from difix_refiner.fixer.model import summarise_load_error
+    from difix_refiner.fixer.weights import summarise_load_error
 
     saved = torch.nn.Sequential(*[torch.nn.Linear(4, 8) for _ in range(40)]).state_dict()
     target = torch.nn.Sequential(*[torch.nn.Linear(4, 6) for _ in range(40)])

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from difix_refiner.commands.make_pairs import MakePairsCommand
 from difix_refiner.data.pandaset import load_camera
 from difix_refiner.pairs.format import validate_pairs
-from difix_refiner.commands.make_pairs import MakePairsCommand
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"

@@ -18,7 +18,13 @@ from difix_refiner.commands.cli import entrypoint
 from difix_refiner.commands.make_pairs import MakePairsCommand, MergePairsCommand
 from difix_refiner.core.errors import InputError
 from difix_refiner.data.pandaset import matrix_to_quat_wxyz, quat_wxyz_to_matrix
-from difix_refiner.pairs.format import PairEntry, PairsError, read_pairs, validate_pairs, write_pairs
+from difix_refiner.pairs.format import (
+    PairEntry,
+    PairsError,
+    read_pairs,
+    validate_pairs,
+    write_pairs,
+)
 from difix_refiner.pairs.frame_split import FrameSplit, resolve_test_frames
 from difix_refiner.pairs.make_pairs import MakePairsConfig, MakePairsJob, make_pairs
 from difix_refiner.pairs.pandaset_writer import write_pandaset_folder

@@ -14,8 +14,12 @@ import itertools
 import pytest
 import torch
 
-from difix_refiner.rendering import random_scene, rasterize, reference_rasterize
-from difix_refiner.rendering import compositing
+from difix_refiner.rendering import (
+    compositing,
+    random_scene,
+    rasterize,
+    reference_rasterize,
+)
 
 PARAMS = ("means", "quats", "scales", "opacities", "colors")
 VALUE_ATOL = 1e-9

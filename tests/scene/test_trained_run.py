@@ -9,7 +9,11 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 
 from difix_refiner.core.errors import InputError
-from difix_refiner.scene.trained_run import check_method, recorded_images, validate_offsets
+from difix_refiner.scene.trained_run import (
+    check_method,
+    recorded_images,
+    validate_offsets,
+)
 
 
 def outputs_for(x_positions, times=None, metadata=None, scale=0.5):

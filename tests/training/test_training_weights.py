@@ -49,7 +49,7 @@ def test_explicit_gram_and_clip_without_weights_fail():
 def test_preset_losses_turn_off_with_one_warning_each():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        objective = PairedObjective(PairedObjectiveConfig(preset="difix", perceptual=NO_WEIGHTS))
+        objective = PairedObjective(PairedObjectiveConfig(preset="difix", no_download_fallback=False, perceptual=NO_WEIGHTS))
     disabled = [w for w in caught if issubclass(w.category, LossDisabledWarning)]
     assert len(disabled) == 2  # lpips and gram, one warning each
     assert all("vgg_weights" in str(w.message) for w in disabled)
@@ -65,7 +65,7 @@ def test_preset_losses_turn_off_with_one_warning_each():
 
 def test_pix2pix_preset_turns_off_clip_and_gan():
     with pytest.warns(LossDisabledWarning):
-        objective = PairedObjective(PairedObjectiveConfig(preset="pix2pix-turbo", perceptual=NO_WEIGHTS))
+        objective = PairedObjective(PairedObjectiveConfig(preset="pix2pix-turbo", no_download_fallback=False, perceptual=NO_WEIGHTS))
     assert objective.weights == {"l2": 1.0}
     assert not objective.has_gan and objective.discriminator_parameters() == []
     with pytest.raises(RuntimeError, match="no GAN"):
