@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -98,14 +99,16 @@ def run_parts(ctx: Context, selected: list[str], parts: dict[str, Callable], par
         prepare_packages(ctx)
     rest = [n for n in selected if n != "setup"]
     lanes = [[n for n in lane if n in rest] for lane in DRY_RUN_LANES] if parallel else [rest]
+    lanes = [lane for lane in lanes if lane]
 
     def run_lane(lane: list[str]) -> None:
         for name in lane:
             done[name] = run_part(ctx, name, parts[name])
 
-    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
-        for future in [pool.submit(run_lane, lane) for lane in lanes if lane]:
-            future.result()
+    if lanes:
+        with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+            for future in [pool.submit(run_lane, lane) for lane in lanes]:
+                future.result()
     return [done[n] for n in PART_NAMES if n in done]
 
 
@@ -179,6 +182,8 @@ def base_env(repo: Path, dry_run: bool) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"  # nothing in the check may download: a missing weight must fail, not fetch
     env.setdefault("MAX_JOBS", str(os.cpu_count() or 4))  # parallel nvcc jobs for gsplat's build
     env.setdefault("MPLBACKEND", "Agg")
+    if shutil.which("nvcc", path=env.get("PATH")) is None and Path("/usr/local/cuda/bin/nvcc").exists():
+        env["PATH"] = os.pathsep.join(["/usr/local/cuda/bin", env.get("PATH", "")])  # where CUDA images keep it
     if dry_run:
         env["CUDA_VISIBLE_DEVICES"] = ""  # the dry run must not touch a GPU even where there is one
     return env

@@ -99,7 +99,7 @@ def part_setup(ctx: Context, result: PartResult) -> None:
     installed = install_wheels(ctx, logs / "pip.log")
     registered = register_plugin(ctx)
     info = python_json(ctx, IMPORTS, logs / "imports.log", _limit(ctx, result), "importing the packages")
-    nvcc = shutil.which("nvcc")
+    nvcc = shutil.which("nvcc", path=ctx.env.get("PATH"))
     nvcc_version = None
     if nvcc:
         text = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
