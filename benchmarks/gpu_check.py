@@ -54,7 +54,7 @@ from peak_memory import write_json  # noqa: E402
 PART_NAMES = ("setup", "gsplat", "training", "fixer", "fixer-training")
 # Per-part limits in seconds (GPU run, dry run). The GPU figures are planned for an H100/H200 with 16
 # cores (gsplat's first build takes most of its part); the dry run's are a safety net for slow or busy
-# CPUs (it takes about a minute on two idle cores).
+# CPUs (its commands take about 90 s of CPU time in all, spread over two cores).
 PART_LIMITS = {
     "setup": (90, 180),
     "gsplat": (300, 180),
