@@ -19,6 +19,7 @@ from difix_refiner.nerfstudio.difix_refiner_datamanager import DifixRefinerDatam
 from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
 from difix_refiner.nerfstudio.difix_refiner_pipeline import DifixRefinerPipelineConfig
 from difix_refiner.nerfstudio.refine_config import RefineConfig
+from difix_refiner.nerfstudio.trainer import DifixRefinerTrainerConfig
 
 
 def _gaussian_optimizers(max_steps: int) -> dict:
@@ -53,7 +54,7 @@ def difix_refiner_trainer_config() -> TrainerConfig:
     a refine round every 2000 steps, novel cameras moving 0.5 m per round toward +-1 m and +-2 m lateral
     offsets, sd-turbo fixer, 70/30 real/pseudo sampling, pseudo-view loss weight 0.3)."""
     max_steps = 30000
-    return TrainerConfig(
+    return DifixRefinerTrainerConfig(
         method_name="difix-refiner",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
