@@ -1,7 +1,8 @@
 """Atomic output writing: write to a temporary sibling, then rename into place.
 
 A crash or Ctrl-C never leaves a half-written file or folder under the final name, so "the output
-exists" always means "the output is complete".
+exists" always means "the output is complete". Temporaries are created with the mode of any new file
+(the umask applies), so outputs get the permissions the user expects, not ``tempfile``'s 0600/0700.
 """
 
 from __future__ import annotations
@@ -9,10 +10,45 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def _random_token() -> str:
+    return secrets.token_hex(4)
+
+
+def create_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty, new file ``folder/<prefix><random><suffix>`` and return its path.
+
+    Unlike ``tempfile.mkstemp`` (always ``-rw-------``), the file gets the mode any new file gets
+    (``0o666`` less the umask), so an output renamed from it has the permissions the user expects.
+    """
+    folder = Path(folder)
+    for _ in range(100):
+        tmp = folder / f"{prefix}{_random_token()}{suffix}"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file in {folder}")
+
+
+def create_temp_dir(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new folder ``folder/<prefix><random><suffix>`` with the umask's mode (``mkdtemp``'s is 0700)."""
+    folder = Path(folder)
+    for _ in range(100):
+        tmp = folder / f"{prefix}{_random_token()}{suffix}"
+        try:
+            os.mkdir(tmp, 0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary folder in {folder}")
 
 
 @contextlib.contextmanager
@@ -24,9 +60,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = create_temp_file(path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
     try:
         yield tmp
         if tmp.exists():
@@ -57,14 +91,14 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = create_temp_dir(path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         yield tmp
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")
             # Move the old folder aside first so the final name is only ever missing briefly.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = create_temp_dir(path.parent, prefix=f".{path.name}.", suffix=".old")
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +131,8 @@ def write_image_atomic(image: Image.Image, path: Path) -> None:
     """Write to a hidden temp file in the same folder, then rename: a reader (or a rerun that
     skips finished files) never sees a half-written image."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    from difix_refiner.cameras.atomic import create_temp_file  # the shared writer (lazy: no import cycle)
+    tmp = str(create_temp_file(path.parent, prefix=f".{path.stem}.", suffix=path.suffix))  # umask's mode
     try:
         fmt = Image.registered_extensions().get(path.suffix.lower())
         kwargs = {"quality": 95} if fmt == "JPEG" else {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -271,8 +270,8 @@ def read_saved(path: str | os.PathLike) -> SavedFixer:
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    from difix_refiner.cameras.atomic import create_temp_file  # the shared writer (lazy: no import cycle)
+    tmp = str(create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp"))  # umask's mode
     try:
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
@@ -282,9 +281,10 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from difix_refiner.cameras.atomic import create_temp_file  # the shared writer (lazy: no import cycle)
+    tmp = str(create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp"))  # umask's mode
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     finally:

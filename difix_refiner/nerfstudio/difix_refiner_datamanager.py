@@ -16,6 +16,8 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 
+from difix_refiner.nerfstudio.image_dataset import NamedImageDataset
+
 PSEUDO_VIEW_KEY = "pseudo_view"
 """Batch key present (holding the view's file name) when a training batch is a pseudo view."""
 
@@ -41,7 +43,7 @@ class PseudoViewSample:
     """[H, W, 1] bool, True where the render was opaque enough to trust; None trusts every pixel."""
 
 
-class DifixRefinerDatamanager(FullImageDatamanager):
+class DifixRefinerDatamanager(FullImageDatamanager[NamedImageDataset]):
     """Serves real images like ``FullImageDatamanager`` and pseudo views with probability ``fraction``."""
 
     config: DifixRefinerDatamanagerConfig

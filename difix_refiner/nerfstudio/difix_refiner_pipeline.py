@@ -46,6 +46,7 @@ from difix_refiner.nerfstudio.difix_refiner_datamanager import (
     PseudoViewSample,
 )
 from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
+from difix_refiner.nerfstudio.frame_counts import too_few_training_frames
 from difix_refiner.nerfstudio.pseudo_views import (
     NovelCamera,
     PseudoViewRecord,
@@ -188,6 +189,9 @@ class DifixRefinerPipeline(VanillaPipeline):
                     "the refine loop needs the difix-refiner datamanager (DifixRefinerDatamanagerConfig), got "
                     f"{type(self.datamanager).__name__}; use it or pass --pipeline.refine.enabled False"
                 )
+            too_few = too_few_training_frames(self.datamanager.train_dataparser_outputs, self.datamanager.eval_dataset)
+            if too_few is not None:
+                raise InputError(too_few)
             self._setup_novel_cameras()
             self.datamanager.configure_pseudo_views(refine.pseudo_view_fraction, refine.seed)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,9 +302,10 @@ def write_pairs(
         for split, entries in splits.items()
     }
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{json_path.name}.", suffix=".tmp")
+    from difix_refiner.cameras.atomic import create_temp_file  # the shared writer (lazy: no import cycle)
+    tmp = str(create_temp_file(root, prefix=f".{json_path.name}.", suffix=".tmp"))  # umask's mode
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
         os.replace(tmp, json_path)
