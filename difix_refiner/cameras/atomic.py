@@ -20,6 +20,25 @@ def _random_token() -> str:
     return secrets.token_hex(4)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform says it (Linux ``/proc``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only where /proc is missing)
+    os.umask(mask)
+    return mask
+
+
+def give_new_file_mode(path: Path) -> None:
+    """Set ``path``'s mode to a new file's (0666 less the umask): for writers that make their own 0600
+    temporaries (safetensors' ``save_file`` does) before the result is renamed into place."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def create_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
     """Create an empty, new file ``folder/<prefix><random><suffix>`` and return its path.
 

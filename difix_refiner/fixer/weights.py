@@ -270,10 +270,12 @@ def read_saved(path: str | os.PathLike) -> SavedFixer:
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    from difix_refiner.cameras.atomic import create_temp_file  # the shared writer (lazy: no import cycle)
+    from difix_refiner.cameras.atomic import create_temp_file, give_new_file_mode  # lazy: no import cycle
+
     tmp = str(create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp"))  # umask's mode
     try:
         save_file(tensors, tmp, metadata=metadata)
+        give_new_file_mode(Path(tmp))  # safetensors writes through its own 0600 temporary
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
