@@ -45,12 +45,14 @@ def empty_split_message(config: Any, split: str, frames: np.ndarray) -> str:
     n, start, end = len(frames), config.frame_start, config.frame_start + len(frames)
     if "interval" in config.eval_mode:
         held = int(np.sum((frames - config.frame_start) % config.eval_interval == 0))
-        how = f"{held} held out for evaluation (--eval-mode {config.eval_mode}: every {config.eval_interval}th frame from the first)"
+        every = f"every {config.eval_interval}th frame from the first"
+        how = f"{held} held out for evaluation (--eval-mode {config.eval_mode}: {every})"
     else:
         held = 0
         how = f"none held out (--eval-mode {config.eval_mode} evaluates on {', '.join(config.eval_cameras)})"
     name = "training" if split == "train" else f"'{split}'"
     return (
         f"the {name} split is empty: the frame range [{start}, {end}) of {config.data} has {n} frame(s), {how}, "
-        f"{n - held} left for training; use more frames (--frame-start/--frame-end) or another --eval-mode/--eval-interval"
+        f"{n - held} left for training; use more frames (--frame-start/--frame-end) or another "
+        "--eval-mode/--eval-interval"
     )

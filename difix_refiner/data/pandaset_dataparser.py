@@ -125,8 +125,8 @@ class PandasetDataParser(DataParser):
             if not (self.config.data / "camera" / name).is_dir():
                 found = sorted(p.name for p in (self.config.data / "camera").iterdir() if p.is_dir())
                 raise PandasetFormatError(
-                    f"no camera '{name}' in {self.config.data / 'camera'} (it has: {', '.join(found) or 'no camera folders'}; "
-                    f"PandaSet's are {', '.join(CAMERA_NAMES)})"
+                    f"no camera '{name}' in {self.config.data / 'camera'} (it has: "
+                    f"{', '.join(found) or 'no camera folders'}; PandaSet's are {', '.join(CAMERA_NAMES)})"
                 )
         if self.config.downscale_factor < 1:
             raise PandasetFormatError(f"downscale_factor must be >= 1, got {self.config.downscale_factor}")

@@ -283,9 +283,8 @@ class DifixRefinerPipeline(VanillaPipeline):
                 source = _checkpoint_run_dir(trainer.config)
                 if source is not None:
                     self.resume_pseudo_views(source, step=int(getattr(trainer, "_start_step", 1)) - 1)
-            callbacks.append(
-                TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=self._refine_callback)
-            )
+            before = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
+            callbacks.append(TrainingCallback(where_to_run=before, func=self._refine_callback))
         if self._resume_state is not None:  # a checkpoint was loaded: continue exactly where it was saved
             resume.restore(self, self._resume_state)
             self._resume_state = None

@@ -103,7 +103,8 @@ def test_truncated_png_is_named(scene):
 def test_missing_frame_is_named(scene):
     (scene / "camera" / "front_camera" / "07.jpg").unlink()
     gone = scene / "camera" / "front_camera" / "07.jpg"
-    with pytest.raises(PandasetFormatError, match=rf"^frame 7 of front_camera has no image: {gone} \(poses.json lists 10 poses"):
+    message = rf"^frame 7 of front_camera has no image: {gone} \(poses.json lists 10 poses"
+    with pytest.raises(PandasetFormatError, match=message):
         parse(scene, load_lidar=False)
 
 
@@ -153,7 +154,8 @@ def test_a_nerfstudio_folder_is_not_a_pandaset_folder(tmp_path):
 
 
 def test_unknown_camera_lists_what_the_folder_has(scene):
-    with pytest.raises(PandasetFormatError, match=r"^no camera 'front_left_camera' in .*camera \(it has: front_camera;"):
+    message = r"^no camera 'front_left_camera' in .*camera \(it has: front_camera;"
+    with pytest.raises(PandasetFormatError, match=message):
         parse(scene, cameras=("front_left_camera",), load_lidar=False)
 
 

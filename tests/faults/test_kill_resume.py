@@ -93,7 +93,9 @@ def test_the_kills_left_what_a_kill_leaves(killed):
         torch.load(torn, map_location="cpu", weights_only=False)
 
 
-@pytest.mark.parametrize("point, loaded, into_new_folder", [("train", 4, False), ("round", 8, False), ("checkpoint", 4, True)])
+@pytest.mark.parametrize(
+    "point, loaded, into_new_folder", [("train", 4, False), ("round", 8, False), ("checkpoint", 4, True)]
+)
 def test_resumed_run_ends_like_the_uninterrupted_one(killed, reference, point, loaded, into_new_folder, tmp_path):
     source = run_folder(killed, point)
     # The same settings plus --load-dir: in place (same --timestamp) or into a new run folder.
@@ -116,7 +118,8 @@ def test_resumed_run_ends_like_the_uninterrupted_one(killed, reference, point, l
     assert index(run) == index(ref_run)  # entry for entry: poses, steps, offsets, references
     for view in index(ref_run):
         for key in ("file", "alpha_file"):
-            assert (run / "pseudo_views" / view[key]).read_bytes() == (ref_run / "pseudo_views" / view[key]).read_bytes()
+            got, want = run / "pseudo_views" / view[key], ref_run / "pseudo_views" / view[key]
+            assert got.read_bytes() == want.read_bytes(), view[key]
     assert rounds(run) == rounds(ref_run) == [3, 6, 9]  # no duplicate or stale lines
     on_disk = sorted(p.relative_to(run / "pseudo_views").as_posix() for p in (run / "pseudo_views").rglob("*.png"))
     assert on_disk == sorted(v[k] for v in index(ref_run) for k in ("file", "alpha_file"))  # nothing stale or torn
