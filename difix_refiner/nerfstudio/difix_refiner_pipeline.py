@@ -288,6 +288,8 @@ class DifixRefinerPipeline(VanillaPipeline):
         if self._resume_state is not None:  # a checkpoint was loaded: continue exactly where it was saved
             resume.restore(self, self._resume_state)
             self._resume_state = None
+        elif trainer is not None and _checkpoint_run_dir(trainer.config) is not None:
+            resume.warn_missing()
         return callbacks
 
     def get_extra_state(self) -> Dict[str, Any]:

@@ -177,6 +177,14 @@ def warn(problems: Sequence[str]) -> None:
         )
 
 
+def warn_missing() -> None:
+    """One console line when a loaded checkpoint holds no resume state (written by an older version)."""
+    CONSOLE.log(
+        "[yellow]difix-refiner: the checkpoint holds no resume state (an older version wrote it): training "
+        "continues, but will not match an uninterrupted run exactly[/yellow]"
+    )
+
+
 # ----------------------------------------------------------------------------------------- the pipeline
 
 
