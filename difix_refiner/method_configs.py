@@ -17,6 +17,7 @@ from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
 from difix_refiner.distillation.datamanager import DifixRefinerDatamanagerConfig
 from difix_refiner.distillation.pipeline import DifixRefinerPipelineConfig
 from difix_refiner.distillation.refine_config import RefineConfig
+from difix_refiner.distillation.trainer import DifixRefinerTrainerConfig
 from difix_refiner.fixer.options import bundled_fixer_path
 from difix_refiner.scene.model import DifixRefinerModelConfig
 
@@ -53,7 +54,7 @@ def difix_refiner_trainer_config() -> TrainerConfig:
     a refine round every 2000 steps, novel cameras moving 0.5 m per round toward +-1 m and +-2 m lateral
     offsets, sd-turbo fixer, 70/30 real/pseudo sampling, pseudo-view loss weight 0.3)."""
     max_steps = 30000
-    return TrainerConfig(
+    return DifixRefinerTrainerConfig(
         method_name="difix-refiner",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
-from difix_refiner.data.pandaset import PandasetCamera
+from difix_refiner.data.pandaset import PandasetCamera, read_rgb
 
 
 def aggregate_sweeps(
@@ -71,7 +70,7 @@ def colour_points(
             inside = (z > 0.5) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
             if not inside.any():
                 continue
-            img = np.asarray(Image.open(cam.image_paths[i]).convert("RGB"))
+            img = read_rgb(cam.image_paths[i])  # [H, W, 3]
             ids = np.flatnonzero(cand)[inside]
             px = uv[inside].astype(np.int64)
             colours[ids] = img[px[:, 1], px[:, 0]]

@@ -112,18 +112,37 @@ def _read_json(path: Path):
         raise PandasetFormatError(f"{path} is not valid JSON: {err}") from err
 
 
+def _pose_entry_problem(entry, index: int) -> Optional[str]:
+    """What is wrong with one ``poses.json`` entry (None when it is a usable pose); entry i is frame i."""
+    where = f"entry {index} (frame {index:02d})"
+    for group, keys in (("position", "xyz"), ("heading", "wxyz")):
+        values = entry.get(group) if isinstance(entry, dict) else None
+        if not isinstance(values, dict) or any(k not in values for k in keys):
+            return f"{where} needs {group} {{{', '.join(keys)}}}, got {json.dumps(entry)[:120]}"
+        for k in keys:
+            v = values[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return f"{where} has {group}.{k} = {json.dumps(v)}, not a number"
+            if not np.isfinite(v):
+                return f"{where} has {group}.{k} = {v}; every pose value must be a finite number"
+    if all(entry["heading"][k] == 0 for k in "wxyz"):
+        return f"{where} has a zero heading quaternion (w, x, y, z all 0)"
+    return None
+
+
 def read_poses(path: Path) -> np.ndarray:
-    """Read a PandaSet ``poses.json`` into 4x4 pose matrices. # [F, 4, 4]"""
+    """Read a PandaSet ``poses.json`` into 4x4 pose matrices. # [F, 4, 4]
+
+    A bad entry is named: ``<path>: entry 12 has position.y = nan; ...`` (entry i is frame i)."""
     entries = _read_json(path)
     if not isinstance(entries, list) or not entries:
         raise PandasetFormatError(f"{path} must hold a non-empty list of poses")
-    try:
-        pos = np.array([[e["position"][k] for k in "xyz"] for e in entries], dtype=np.float64)
-        quat = np.array([[e["heading"][k] for k in "wxyz"] for e in entries], dtype=np.float64)
-    except (KeyError, TypeError) as err:
-        raise PandasetFormatError(f"{path}: each entry needs position {{x,y,z}} and heading {{w,x,y,z}} ({err})")
-    if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
-        raise PandasetFormatError(f"{path} holds non-finite values")
+    for i, entry in enumerate(entries):
+        problem = _pose_entry_problem(entry, i)
+        if problem is not None:
+            raise PandasetFormatError(f"{path}: {problem}")
+    pos = np.array([[e["position"][k] for k in "xyz"] for e in entries], dtype=np.float64)  # [F, 3]
+    quat = np.array([[e["heading"][k] for k in "wxyz"] for e in entries], dtype=np.float64)  # [F, 4]
     poses = np.tile(np.eye(4), (len(entries), 1, 1))
     poses[:, :3, :3] = quat_wxyz_to_matrix(quat)
     poses[:, :3, 3] = pos
@@ -135,18 +154,49 @@ def list_frames(camera_dir: Path) -> List[Path]:
     return sorted(camera_dir.glob("[0-9][0-9]*.jpg"), key=lambda p: int(p.stem))
 
 
-def check_image(path: Path, size: Optional[tuple] = None) -> tuple:
-    """Open an image header and verify it decodes; returns (width, height)."""
+def frame_images(camera_dir: Path, num_frames: int, poses_file: Path) -> List[Path]:
+    """The images of frames ``0..num_frames-1`` (one per pose), naming any frame without an image and any
+    image without a pose."""
+    by_frame = {int(p.stem): p for p in list_frames(camera_dir)}
+    missing = [f for f in range(num_frames) if f not in by_frame]
+    if missing:
+        shown = ", ".join(str(camera_dir / f"{f:02d}.jpg") for f in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        which = f"frame {missing[0]}" if len(missing) == 1 else f"frames {', '.join(map(str, missing[:10]))}"
+        has = "has" if len(missing) == 1 else "have"
+        raise PandasetFormatError(
+            f"{which} of {camera_dir.name} {has} no image: {shown} ({poses_file.name} lists {num_frames} poses, "
+            "one per frame, numbered from 00)"
+        )
+    extra = sorted(f for f in by_frame if f >= num_frames)
+    if extra:
+        raise PandasetFormatError(
+            f"{by_frame[extra[0]]} has no pose: {poses_file} lists {num_frames} poses (frames 00..{num_frames - 1:02d})"
+        )
+    return [by_frame[f] for f in range(num_frames)]
+
+
+def check_image(path: Path, size: Optional[tuple] = None, decode: bool = True) -> tuple:
+    """Open an image and, with ``decode``, decode all of its pixels (a truncated or damaged file fails here,
+    by name, not later in training); returns (width, height)."""
     try:
         with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:
             wh = img.size
+            if decode:
+                img.load()
     except Exception as err:  # PIL raises many types for broken files
         raise PandasetFormatError(f"cannot read image {path}: {err}") from err
     if size is not None and wh != tuple(size):
         raise PandasetFormatError(f"image {path} is {wh[0]}x{wh[1]}, expected {size[0]}x{size[1]} like the others")
     return wh
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image as ``[H, W, 3]`` uint8 RGB; a damaged file fails naming it."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except Exception as err:  # PIL raises many types for broken files
+        raise PandasetFormatError(f"cannot read image {path}: {err}") from err
 
 
 def load_camera(root: Path, name: str, frames: Optional[Sequence[int]] = None, verify_images: bool = True) -> PandasetCamera:
@@ -158,18 +208,15 @@ def load_camera(root: Path, name: str, frames: Optional[Sequence[int]] = None, v
     if not cam_dir.is_dir():
         known = sorted(p.name for p in (root / "camera").iterdir() if p.is_dir()) if (root / "camera").is_dir() else []
         raise PandasetFormatError(f"unknown camera '{name}' in {root}/camera (found: {', '.join(known) or 'none'})")
-    images = list_frames(cam_dir)
     poses = read_poses(cam_dir / "poses.json")
+    images = frame_images(cam_dir, len(poses), cam_dir / "poses.json")
     timestamps = np.asarray(_read_json(cam_dir / "timestamps.json"), dtype=np.float64)
     intr = _read_json(cam_dir / "intrinsics.json")
-    if len(images) != len(poses) or len(timestamps) != len(poses):
+    if len(timestamps) != len(poses):
         raise PandasetFormatError(
-            f"frame count mismatch in {cam_dir}: {len(images)} images, {len(poses)} poses in poses.json, "
-            f"{len(timestamps)} timestamps in timestamps.json"
+            f"{cam_dir / 'timestamps.json'} lists {len(timestamps)} timestamps, but {cam_dir / 'poses.json'} "
+            f"lists {len(poses)} poses (one of each per frame)"
         )
-    stems = [int(p.stem) for p in images]
-    if stems != list(range(len(images))):
-        raise PandasetFormatError(f"{cam_dir}: images must be numbered 00..{len(images) - 1} without gaps")
     idx = np.arange(len(images)) if frames is None else np.asarray(list(frames), dtype=np.int64)
     if len(idx) and (idx.min() < 0 or idx.max() >= len(images)):
         raise PandasetFormatError(f"frame range {idx.min()}..{idx.max()} is outside 0..{len(images) - 1} of {cam_dir}")
@@ -178,7 +225,7 @@ def load_camera(root: Path, name: str, frames: Optional[Sequence[int]] = None, v
     except (KeyError, TypeError, ValueError) as err:
         raise PandasetFormatError(f"{cam_dir / 'intrinsics.json'} needs numbers fx, fy, cx, cy ({err})")
     paths = [images[i] for i in idx]
-    width, height = check_image(paths[0]) if paths else (0, 0)
+    width, height = check_image(paths[0], decode=verify_images) if paths else (0, 0)
     if verify_images:
         for p in paths[1:]:
             check_image(p, (width, height))

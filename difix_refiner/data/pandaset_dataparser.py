@@ -37,6 +37,10 @@ from difix_refiner.data.pandaset import (
     load_lidar_positions,
     load_lidar_sweeps,
 )
+from difix_refiner.data.pandaset_checks import (
+    check_is_pandaset_folder,
+    empty_split_message,
+)
 from difix_refiner.data.pandaset_release import is_release_layout
 from difix_refiner.data.release_cache import prepare_release
 
@@ -77,7 +81,9 @@ class PandasetDataParserConfig(DataParserConfig):
     scale_factor: float = 1.0
     """Extra scale applied after auto-scaling (also recorded in dataparser_scale)."""
     verify_images: bool = True
-    """Decode-check every image header at load time, so a corrupt file is reported by name up front."""
+    """Decode every image (all its pixels) at load time, so a truncated or damaged file is reported by name
+    before training starts; False reads only the first image's header per camera (a damaged image then
+    fails when it is loaded, also by name)."""
 
 
 def _cache_root() -> Path:
@@ -91,8 +97,11 @@ def downscaled_copy(path: Path, factor: int) -> Path:
     out = _cache_root() / f"{key}.png"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as img:
-            small = img.convert("RGB").resize((img.width // factor, img.height // factor), Image.BOX)
+        try:
+            with Image.open(path) as img:
+                small = img.convert("RGB").resize((img.width // factor, img.height // factor), Image.BOX)
+        except Exception as err:  # PIL raises many types for broken files
+            raise PandasetFormatError(f"cannot read image {path}: {err}") from err
         with atomic.atomic_path(out) as tmp:
             small.save(tmp, format="PNG")
     return out
@@ -117,16 +126,16 @@ class PandasetDataParser(DataParser):
     def _check_config(self) -> None:
         if not self.config.data.is_dir():
             raise PandasetFormatError(f"PandaSet folder not found: {self.config.data}")
+        check_is_pandaset_folder(self.config.data)
         if not self.config.cameras:
             raise PandasetFormatError("--cameras must name at least one camera")
         eval_cameras = tuple(self.config.eval_cameras) if "cross-camera" in self.config.eval_mode else ()
         for name in tuple(self.config.cameras) + eval_cameras:
             if not (self.config.data / "camera" / name).is_dir():
-                if name in CAMERA_NAMES:
-                    found = sorted(p.name for p in (self.config.data / "camera").glob("*") if p.is_dir())
-                    raise PandasetFormatError(f"camera '{name}' is not in {self.config.data / 'camera'} (found: {', '.join(found) or 'none'})")
+                found = sorted(p.name for p in (self.config.data / "camera").iterdir() if p.is_dir())
                 raise PandasetFormatError(
-                    f"unknown camera '{name}' in {self.config.data / 'camera'} (PandaSet cameras: {', '.join(CAMERA_NAMES)})"
+                    f"no camera '{name}' in {self.config.data / 'camera'} (it has: "
+                    f"{', '.join(found) or 'no camera folders'}; PandaSet's are {', '.join(CAMERA_NAMES)})"
                 )
         if self.config.downscale_factor < 1:
             raise PandasetFormatError(f"downscale_factor must be >= 1, got {self.config.downscale_factor}")
@@ -176,7 +185,7 @@ class PandasetDataParser(DataParser):
 
         views = self._split_views(split, frames)
         if not views:
-            raise PandasetFormatError(f"the '{split}' split is empty: check eval_mode, eval_interval and the frame range")
+            raise PandasetFormatError(empty_split_message(self.config, split, frames))
         cams: List[PandasetCamera] = [load_camera(self.config.data, n, f, self.config.verify_images) for n, f in views]
 
         c2w = np.concatenate([c.c2w_opengl for c in cams])  # [N, 4, 4], world metres

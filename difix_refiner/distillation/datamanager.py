@@ -18,6 +18,8 @@ from nerfstudio.data.datamanagers.full_images_datamanager import (
     FullImageDatamanagerConfig,
 )
 
+from difix_refiner.distillation.image_dataset import NamedImageDataset
+
 PSEUDO_VIEW_KEY = "pseudo_view"
 """Batch key present (holding the view's file name) when a training batch is a pseudo view."""
 
@@ -44,7 +46,7 @@ class PseudoViewSample:
     fidelity weighting); None trusts every pixel."""
 
 
-class DifixRefinerDatamanager(FullImageDatamanager):
+class DifixRefinerDatamanager(FullImageDatamanager[NamedImageDataset]):
     """Serves real images like ``FullImageDatamanager`` and pseudo views with probability ``fraction``."""
 
     config: DifixRefinerDatamanagerConfig

@@ -49,6 +49,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from difix_refiner.cameras.reference_views import nearest_references, pose_costs
 from difix_refiner.cameras.stepping import step_toward
 from difix_refiner.core.errors import InputError
+from difix_refiner.distillation import resume
 from difix_refiner.distillation.datamanager import (
     PSEUDO_VIEW_KEY,
     DifixRefinerDatamanager,
@@ -56,6 +57,7 @@ from difix_refiner.distillation.datamanager import (
     PseudoViewSample,
 )
 from difix_refiner.distillation.fixer_fit_check import FitCheck
+from difix_refiner.distillation.frame_counts import too_few_training_frames
 from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata
 from difix_refiner.distillation.pseudo_views import (
     NovelCamera,
@@ -180,6 +182,7 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.refine_state = _RefineState()
+        self._resume_state: Optional[Dict[str, Any]] = None  # from a loaded checkpoint, until training starts
         refine = config.refine
         # Only training ("val") runs the loop; ns-eval / ns-render / ns-export / ns-viewer never build it.
         if refine.enabled and test_mode == "val":
@@ -190,6 +193,9 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
                     "the refine loop needs the difix-refiner datamanager (DifixRefinerDatamanagerConfig), got "
                     f"{type(self.datamanager).__name__}; use it or pass --pipeline.refine.enabled False"
                 )
+            too_few = too_few_training_frames(self.datamanager.train_dataparser_outputs, self.datamanager.eval_dataset)
+            if too_few is not None:
+                raise InputError(too_few)
             self._setup_novel_cameras()
             self.datamanager.configure_pseudo_views(refine.pseudo_view_fraction, refine.seed)
 
@@ -274,19 +280,31 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
     ) -> List[TrainingCallback]:
         """Model and datamanager callbacks, then the refine round (so the model's step is already current)."""
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        if not self.refine_active:
-            return callbacks
         trainer = training_callback_attributes.trainer
-        if trainer is not None:
-            self.set_run_dir(trainer.base_dir)
-            self.refine_state.viewer_state = getattr(trainer, "viewer_state", None)
-            source = _checkpoint_run_dir(trainer.config)
-            if source is not None:
-                self.resume_pseudo_views(source, step=int(getattr(trainer, "_start_step", 1)) - 1)
-        callbacks.append(
-            TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=self._refine_callback)
-        )
+        if self.refine_active:
+            if trainer is not None:
+                self.set_run_dir(trainer.base_dir)
+                self.refine_state.viewer_state = getattr(trainer, "viewer_state", None)
+                source = _checkpoint_run_dir(trainer.config)
+                if source is not None:
+                    self.resume_pseudo_views(source, step=int(getattr(trainer, "_start_step", 1)) - 1)
+            before = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
+            callbacks.append(TrainingCallback(where_to_run=before, func=self._refine_callback))
+        if self._resume_state is not None:  # a checkpoint was loaded: continue exactly where it was saved
+            resume.restore(self, self._resume_state)
+            self._resume_state = None
+        elif trainer is not None and _checkpoint_run_dir(trainer.config) is not None:
+            resume.warn_missing()
         return callbacks
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """Saved with every checkpoint (as ``_extra_state``): the random streams, view orders, densification
+        statistics and novel cameras a resumed run needs to continue exactly (see ``resume.py``)."""
+        return resume.capture(self) if self.test_mode == "val" else {}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Keep a loaded checkpoint's resume state until training starts (``get_training_callbacks``)."""
+        self._resume_state = state if isinstance(state, dict) and state else None
 
     def _refine_callback(self, step: int) -> None:
         if self.config.refine.is_fix_step(step):
@@ -435,8 +453,9 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
             hints = [self._view_hint(p[0].pose(), p[0].intrinsics) for p in pending]
             fixed = self._fix(fixer, images, refs, hints)  # [B, 3, H, W] in [0, 1]
             for (record, render, alpha, _), out, hint in zip(pending, fixed, hints):
-                image_u8 = _to_uint8(out).permute(1, 2, 0).cpu()  # [H, W, 3]
-                alpha_u8 = _to_uint8(alpha)[..., 0].cpu()  # [H, W]
+                # Contiguous like the images a resumed run reads back from the PNGs (same sums, same bits).
+                image_u8 = _to_uint8(out).permute(1, 2, 0).cpu().contiguous()  # [H, W, 3]
+                alpha_u8 = _to_uint8(alpha)[..., 0].cpu().contiguous()  # [H, W]
                 raw = _to_uint8(render).permute(1, 2, 0).cpu().numpy() if cfg.save_renders else None
                 weight = self._fidelity(record, render, out, hint)  # [H, W] uint8 or None
                 st.store.add(record, image_u8.numpy(), alpha_u8.numpy(), raw, weight)
@@ -540,14 +559,20 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
         if not self.refine_active or self.pseudo_view_dir is None:
             return 0
         source = PseudoViewStore.load(Path(source_run_dir) / PSEUDO_VIEW_DIR)
-        kept = source.up_to(step)
-        if not kept:
+        if not source.root.is_dir():
             return 0
+        kept = source.up_to(step)
+        # Rounds after the checkpoint are redone: their lines, views and files go (no duplicates, no stale files).
+        rounds = [r for r in source.read_rounds() if isinstance(r.get("step"), int) and r["step"] <= step]
         if source.root.resolve() == self.pseudo_view_dir.resolve():
             st.store = PseudoViewStore(self.pseudo_view_dir, kept)
+            st.store.remove_after(step)
         else:
             st.store = source.copy_into(self.pseudo_view_dir, kept)
+        st.store.write_rounds(rounds)
         self._save_index()
+        if not kept:
+            return 0
         latest = st.store.latest_per_track()
         for cam in st.cameras:
             record = latest.get(cam.track)

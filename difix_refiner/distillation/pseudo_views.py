@@ -36,7 +36,7 @@ from PIL import Image
 
 from difix_refiner.cameras.reference_views import nearest_references
 from difix_refiner.cameras.trajectory import shift_poses
-from difix_refiner.core.atomic import atomic_path, write_json
+from difix_refiner.core.atomic import atomic_path, write_json, write_text
 from difix_refiner.scene.trained_run import RecordedImages
 
 INDEX_NAME = "index.json"
@@ -288,6 +288,35 @@ class PseudoViewStore:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ROUNDS_LOG, "a", encoding="utf-8") as log:
             log.write(json.dumps(entry) + "\n")
+
+    def read_rounds(self) -> List[Dict]:
+        """The lines of ``rounds.jsonl`` (none when absent); a torn last line (a killed write) is dropped."""
+        log = self.root / ROUNDS_LOG
+        if not log.is_file():
+            return []
+        rounds = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                rounds.append(json.loads(line))
+            except ValueError:
+                continue
+        return rounds
+
+    def write_rounds(self, rounds: Sequence[Dict]) -> None:
+        """Replace ``rounds.jsonl`` (atomically) with ``rounds``."""
+        write_text(self.root / ROUNDS_LOG, "".join(json.dumps(r) + "\n" for r in rounds))
+
+    def remove_after(self, step: int) -> None:
+        """Delete the round folders of steps after ``step`` and the temporaries a killed write left behind
+        (a run resumed in place redoes those rounds, so index and files agree again)."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.glob("step_*"):
+            suffix = folder.name[len("step_") :]
+            if folder.is_dir() and suffix.isdigit() and int(suffix) > step:
+                shutil.rmtree(folder)
+        for leftover in list(self.root.glob(".*.partial*")) + list(self.root.glob("step_*/.*.partial*")):
+            leftover.unlink(missing_ok=True)
 
     def add(
         self,

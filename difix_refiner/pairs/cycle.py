@@ -86,8 +86,12 @@ def render_shifted_datasets(
     offsets: Sequence[float],
     data: Path,
     runs_dir: Path,
+    suffix: str = "",
 ) -> List[ShiftedDataset]:
-    """Render the first run along the recorded path of ``cameras`` shifted by each offset; write the datasets."""
+    """Render the first run along the recorded path of ``cameras`` shifted by each offset; write the datasets.
+
+    ``suffix`` ends the datasets' folder names (one set per resolution and training length).
+    """
     from difix_refiner.cameras.trajectory import rig_axes, shift_poses
 
     recorded = sorted((v for v in views.views if v.camera in cameras), key=lambda v: (v.camera, v.frame))
@@ -115,7 +119,7 @@ def render_shifted_datasets(
             progress.advance(task)
         for spec in per_camera.values():
             spec["camera_to_world"] = np.stack(spec["camera_to_world"])
-        folder = runs_dir / f"{label}-data"
+        folder = runs_dir / f"{label}{suffix}-data"
         info = write_pandaset_folder(folder, data, recorded_frames, per_camera, eval_copy_of=cameras[0])
         console.log(f"{label}: shifted renders written as a pandaset-data folder: {folder}")
         datasets.append(ShiftedDataset(offset, folder, recorded, shifted, info["eval_camera"]))
@@ -129,15 +133,19 @@ def render_cycle(
     base: RunViews,
     datasets: Sequence[ShiftedDataset],
     cameras: Sequence[str],
+    suffix: str = "",
 ) -> None:
-    """Train a second run on each shifted dataset; render the recorded path with it."""
+    """Train a second run on each shifted dataset; render the recorded path with it.
+
+    ``suffix`` ends the second runs' names (the collector adds it to the labels itself).
+    """
     for dataset in datasets:
         label = cycle_label(dataset.offset)
         args = trainer.pandaset_args(
             dataset.folder, cameras, 0, None, downscale_factor=1, eval_mode="cross-camera",
             eval_cameras=[dataset.eval_camera], auto_scale_poses="False", scale_factor=repr(base.dataparser_scale),
         )  # fmt: skip
-        run = trainer.train(label, "pandaset-data", args, trainer.iterations, progress)
+        run = trainer.train(label + suffix, "pandaset-data", args, trainer.iterations, progress)
         start = time.perf_counter()
         config, pipeline = run_pipeline.load_pipeline(run.config, device=trainer.device, step=False)
         outputs = pipeline.datamanager.train_dataparser_outputs
@@ -156,7 +164,7 @@ def render_cycle(
             return cams, camera_record(cams, back[0])
 
         collector.render_views(progress, f"render {label}", pipeline, dataset.recorded, base, label, "cycle", run.name, final, cameras_for)
-        trainer.timings[f"render {label}"] = time.perf_counter() - start
+        trainer.timings[f"render {run.name}"] = time.perf_counter() - start
         del pipeline  # free it before the next offset's run loads
 
 

@@ -10,16 +10,32 @@ Strategies (after Difix3D+, see /work/shared/notes/published-facts.md):
 - ``cross-camera`` (pandaset-data only): the run trained on ``--cameras`` renders the poses of
   ``--cross-camera-targets`` against those cameras' photos.
 - ``cycle`` (pandaset-data only: it shifts in metres and needs LiDAR): the run trained on the
-  recorded path renders the path shifted sideways (``--cycle-offsets``, metres); a second run is
-  trained on those renders only; it renders the recorded path back against the photos.
+  recorded path renders the path shifted sideways (``--cycle-offsets``, metres; by default the refine
+  loop's -2, -1, 1, 2); a second run is trained on those renders only; it renders the recorded path
+  back against the photos.
 
 Which strategies need pandaset-data: ``cross-camera`` and ``cycle``. ``underfit`` and ``sparse`` work
 with any nerfstudio dataparser through its own train/eval split.
 
+**Pairs that look like what the fixer will see.** ``--downscale-factors`` and ``--iteration-counts``
+repeat every strategy at several resolutions and training lengths (:mod:`.variants`; for the bundled
+480x270 scene ``--downscale-factors 2 1`` gives the CPU preset's 240x135 and the full 480x270).
+``--every-camera`` (pandaset-data) makes the underfit, sparse and cycle pairs of every camera of the rig
+from runs trained on all of them, so side-camera artefacts are in the set too; cross-camera keeps its
+own run trained on ``--cameras`` only (a front-only reconstruction rendered at the side cameras' poses).
+
+**LiDAR hints** (pandaset-data, on by default): every pair stores the LiDAR hint of its input's camera
+(``hint_image``/``hint_mask``, see :mod:`.hint_source`): the training frames' sweeps only (never the
+test frames', nor ``--hint-exclude-frames``), coloured from the training photos of ``--cameras``.
+
+**Moving objects**: an optional :class:`~difix_refiner.pairs.moving_masks.MovingObjectMasks` provider
+(``make_pairs(config, masks=...)``) masks them out of targets and references.
+
 This module checks the options (:class:`MakePairsConfig`) and drives the job; the pieces live next to
 it: :mod:`.underfit` (underfit and sparse), :mod:`.cross_camera`, :mod:`.cycle` (with
 :mod:`.pandaset_writer`), :mod:`.runs` (the ns-train runs), :mod:`.views` (a run's recorded images),
-:mod:`.collector` (writing pairs, picking references) and :mod:`.frame_split`.
+:mod:`.collector` (writing pairs, picking references), :mod:`.hint_source`, :mod:`.moving_masks`,
+:mod:`.variants` and :mod:`.frame_split`.
 
 **Alignment.** Every pair's render uses exactly the camera (pose, intrinsics, size) of its target
 photo, in the scene frame of the run that produced the photo's camera. The cycle's second run lives
@@ -43,11 +59,13 @@ second run trained on renders only).
 
 Output folder::
 
-    OUT/pairs.json       Difix JSON {"train": {id: {image, target_image, ref_image, prompt}}, "test": {...}}
+    OUT/pairs.json       Difix JSON {"train": {id: {image, target_image, ref_image, prompt, hint_image, hint_mask}}, "test": {...}}
     OUT/manifest.json    per pair: strategy, run, checkpoint, camera, frame, render and target cameras,
-                         reference and its cost, PSNR of render vs photo; the options and the runs
+                         reference and its cost, PSNR of render vs photo, hint and its coverage;
+                         the options, the variants, the hints' sweeps and the runs
     OUT/images/renders/<label>/<camera>/<frame>.png   degraded inputs
-    OUT/images/photos/<camera>/<frame>.png            targets and references (copies at run resolution)
+    OUT/images/photos/[d<f>/]<camera>/<frame>.png     targets and references (copies at run resolution)
+    OUT/images/hints/[d<f>/]<camera>/<frame>.png, .mask.png   LiDAR hints (one per view and resolution)
     OUT/runs/<run>/...   the ns-train runs (kept for inspection), the cycle's rendered datasets
 
 ``images/`` is published atomically when everything rendered, then manifest.json, then pairs.json
@@ -64,7 +82,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -81,6 +99,8 @@ from difix_refiner.pairs.cycle import (
 )
 from difix_refiner.pairs.format import DEFAULT_PROMPT, validate_pairs, write_pairs
 from difix_refiner.pairs.frame_split import resolve_test_frames
+from difix_refiner.pairs.hint_source import DEFAULT_HINT_VOXEL_M, HintSource, build_hint_source
+from difix_refiner.pairs.moving_masks import MovingObjectMasks
 from difix_refiner.pairs.runs import RunTrainer, TrainedRun
 from difix_refiner.pairs.underfit import (
     render_held_out,
@@ -89,6 +109,7 @@ from difix_refiner.pairs.underfit import (
     save_period,
     underfit_steps,
 )
+from difix_refiner.pairs.variants import Variant, make_variants
 from difix_refiner.pairs.views import RunViews
 from difix_refiner.scene.run_pipeline import checkpoint_steps, load_checkpoint
 from difix_refiner.scene.trained_run import check_method
@@ -99,6 +120,9 @@ STRATEGIES = ("underfit", "sparse", "cross-camera", "cycle")
 PANDASET_ONLY = ("cross-camera", "cycle")
 """Strategies that need a camera rig in metres (the ``pandaset-data`` dataparser)."""
 PANDASET = "pandaset-data"
+REFINE_LOOP_OFFSETS = (-2.0, -1.0, 1.0, 2.0)
+"""The refine loop's default lateral offsets (``RefineConfig.offsets``), the cycle's default: its pairs
+show the artefacts of exactly the views the fixer is later asked to fix."""
 PAIRS_JSON = "pairs.json"
 MANIFEST = "manifest.json"
 RUNS = "runs"
@@ -145,10 +169,16 @@ class MakePairsConfig:
     """Share of the frames, at the end of the range, held out for test pairs when --test-frames is not given (0: no test split)."""
     iterations: int = 3000
     """Training iterations of every run (the "normal schedule" that underfit takes fractions of). On 2 CPU cores about 2 s each at --downscale-factor 4 (120x67) and far more at full resolution: use cuda for real budgets."""
+    iteration_counts: Tuple[int, ...] = ()
+    """Several training lengths: every strategy is repeated with runs of each count (e.g. 300 1000); labels and runs get '-i<count>'. Default: --iterations alone."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for training and rendering (auto: cuda when available)."""
     downscale_factor: Optional[int] = None
     """Image downscale factor of the runs (and so of the pairs). Default: 1 for pandaset-data, the dataparser's default otherwise."""
+    downscale_factors: Tuple[int, ...] = ()
+    """Several resolutions: every strategy is repeated with runs at each factor (bundled 480x270 scene: 2 1 gives 240x135 and 480x270); labels and runs get '-d<factor>', photos and hints sit under d<factor>/. Replaces --downscale-factor."""
+    every_camera: bool = False
+    """pandaset-data: underfit, sparse and cycle pairs of every camera in the data folder, from runs trained on all of them (the fixer then sees side-camera artefacts). cross-camera keeps its own run on --cameras."""
     lidar_max_points: int = 60000
     """pandaset-data: at most this many LiDAR seed points per run."""
     compress_schedule: bool = True
@@ -157,12 +187,18 @@ class MakePairsConfig:
     """underfit: fractions of --iterations whose checkpoints render pairs."""
     sparse_stride: int = 4
     """sparse: train on every k-th frame (pandaset-data --train-stride), render the frames in between."""
-    cycle_offsets: Tuple[float, ...] = (2.0,)
-    """cycle: lateral offsets in metres (positive: the vehicle's left); one second run per offset."""
+    cycle_offsets: Tuple[float, ...] = REFINE_LOOP_OFFSETS
+    """cycle: lateral offsets in metres (positive: the vehicle's left); one second run per offset. Default: the refine loop's offsets."""
     ref_angle_weight: float = DEFAULT_ANGLE_WEIGHT
     """Reference choice: metres of camera-centre distance that one radian of viewing-direction difference costs (5: about 11.5 degrees = 1 m)."""
     metres_per_scene_unit: Optional[float] = None
     """Other dataparsers: metres per scene unit for reference distances (otherwise scene units are used). pandaset-data knows its scale."""
+    hints: bool = True
+    """pandaset-data: store the LiDAR hint of every pair's camera (hint_image, hint_mask). Other dataparsers have no sweeps: their pairs carry none."""
+    hint_exclude_frames: Tuple[int, ...] = ()
+    """Frames whose LiDAR sweeps never enter a hint, besides the test frames (e.g. a dataparser's evaluation sweeps)."""
+    hint_voxel_size: float = DEFAULT_HINT_VOXEL_M
+    """Voxel size in metres of the hints' point cloud."""
     prompt: str = DEFAULT_PROMPT
     """Prompt stored with every pair."""
     seed: int = 42
@@ -185,10 +221,12 @@ def _is_within(inner: Path, outer: Path) -> bool:
 class MakePairsJob:
     """One ``make-pairs`` invocation: checks the options, trains, renders and writes the pair set."""
 
-    def __init__(self, options: MakePairsConfig) -> None:
+    def __init__(self, options: MakePairsConfig, masks: Optional[MovingObjectMasks] = None) -> None:
         self.o = options
+        self.masks = masks
         self.out = Path(options.output_dir)
         self.runs_dir = self.out / RUNS
+        self.hint_source: Optional[HintSource] = None
         from rich.console import Console
 
         self.console = Console()
@@ -227,8 +265,11 @@ class MakePairsJob:
         # difix-refiner's own refine loop (fixer-made pseudo views) must stay off: the pairs have to show
         # the plain reconstruction's artefacts that the fixer is to learn to remove.
         self.has_refine_loop = hasattr(all_methods[o.method].pipeline, "refine")
-        if o.iterations < 2 or ("underfit" in self.strategies and o.iterations < 3):
-            raise InputError(f"--iterations must be at least {3 if 'underfit' in self.strategies else 2}, got {o.iterations}")
+        self.iteration_list = [int(n) for n in o.iteration_counts] or [o.iterations]
+        least = 3 if "underfit" in self.strategies else 2
+        if any(n < least for n in self.iteration_list):
+            name, got = ("--iteration-counts", list(o.iteration_counts)) if o.iteration_counts else ("--iterations", o.iterations)
+            raise InputError(f"{name} must be at least {least}, got {got}")
         if not o.underfit_fractions or any(not (0.0 < f < 1.0) for f in o.underfit_fractions):
             raise InputError(f"--underfit-fractions must be fractions strictly between 0 and 1, got {list(o.underfit_fractions)}")
         if o.sparse_stride < 2:
@@ -243,6 +284,11 @@ class MakePairsJob:
             _check_finite_positive("--metres-per-scene-unit", o.metres_per_scene_unit)
         if o.downscale_factor is not None and o.downscale_factor < 1:
             raise InputError(f"--downscale-factor must be >= 1, got {o.downscale_factor}")
+        if any(f < 1 for f in o.downscale_factors):
+            raise InputError(f"--downscale-factors must all be >= 1, got {list(o.downscale_factors)}")
+        if o.downscale_factors and o.downscale_factor is not None:
+            raise InputError("give either --downscale-factor or --downscale-factors, not both")
+        _check_finite_positive("--hint-voxel-size", o.hint_voxel_size)
         if o.lidar_max_points < 1:
             raise InputError(f"--lidar-max-points must be >= 1, got {o.lidar_max_points}")
         self.device = self._device()
@@ -263,10 +309,14 @@ class MakePairsJob:
         if self.pandaset:
             self._check_pandaset()
         else:
+            if o.every_camera:
+                raise InputError("--every-camera needs the pandaset-data dataparser (a camera rig)")
             self._check_generic()
+        self.variants = make_variants(self.downscale_list, self.iteration_list)
         self.split = resolve_test_frames(self.frames, o.test_frames, o.test_fraction)
+        self.use_hints = self.pandaset and o.hints
         self.trainer = RunTrainer(
-            self.runs_dir, self.console, method=o.method, iterations=o.iterations, device=self.device, seed=o.seed,
+            self.runs_dir, self.console, method=o.method, iterations=self.iteration_list[0], device=self.device, seed=o.seed,
             compress_schedule=o.compress_schedule, refine_loop=self.has_refine_loop,
             extra_train_args=self.extra_train_args, lidar_max_points=o.lidar_max_points,
             extra_dataparser_args=self.extra_dataparser_args, pandaset=self.pandaset,
@@ -313,9 +363,11 @@ class MakePairsJob:
             raise InputError("cross-camera needs --cross-camera-targets that are not among --cameras")
         if "sparse" in self.strategies and o.sparse_stride >= len(self.frames):
             raise InputError(f"--sparse-stride {o.sparse_stride} leaves one training frame of {len(self.frames)}; lower it")
-        self.downscale = 1 if o.downscale_factor is None else o.downscale_factor
+        self.downscale_list = list(o.downscale_factors) or [1 if o.downscale_factor is None else o.downscale_factor]
+        # The cameras whose frames give underfit, sparse and cycle pairs (and that their runs train on).
+        self.rig_cameras = list(o.cameras) + ([c for c in available if c not in o.cameras] if o.every_camera else [])
         if "cycle" in self.strategies:
-            check_can_shift(self.data, o.cameras, self.frames)
+            check_can_shift(self.data, self.rig_cameras, self.frames)
 
     def _check_generic(self) -> None:
         import tyro
@@ -326,17 +378,15 @@ class MakePairsJob:
             raise InputError(f"unknown dataparser {o.dataparser!r}; known: {', '.join(sorted(all_dataparsers))}")
         if o.frame_start != 0 or o.frame_end is not None:
             raise InputError("--frame-start/--frame-end apply to pandaset-data; select images with the dataparser's own options")
-        args = list(self.extra_dataparser_args)
         default = copy.deepcopy(all_dataparsers[o.dataparser])
-        if o.downscale_factor is not None:
-            if not hasattr(default, "downscale_factor"):
-                raise InputError(f"{o.dataparser} has no --downscale-factor option")
-            args += ["--downscale-factor", str(o.downscale_factor)]
-        self.generic_args = ["--data", str(self.data.resolve()), *args]
-        try:
-            dp_config = tyro.cli(type(default), default=default, args=self.generic_args)
-        except SystemExit as exc:
-            raise InputError(f"{o.dataparser} rejected --dataparser-args {o.dataparser_args!r} (see the message above)") from exc
+        self.downscale_list = list(o.downscale_factors) or [o.downscale_factor]
+        if any(f is not None for f in self.downscale_list) and not hasattr(default, "downscale_factor"):
+            raise InputError(f"{o.dataparser} has no --downscale-factor option")
+        for factor in self.downscale_list:
+            try:
+                dp_config = tyro.cli(type(default), default=copy.deepcopy(default), args=self.generic_args(factor))
+            except SystemExit as exc:
+                raise InputError(f"{o.dataparser} rejected --dataparser-args {o.dataparser_args!r} (see the message above)") from exc
         # Frames are the images' ranks by file name over both splits (as dataset_views numbers them).
         parser = dp_config.setup()
         names = set()
@@ -347,6 +397,11 @@ class MakePairsJob:
                 if split == "train":
                     raise InputError(f"{o.dataparser} cannot read {self.data}: {exc}") from exc
         self.frames = list(range(len(names)))
+
+    def generic_args(self, downscale: Optional[int]) -> List[str]:
+        """The dataparser options of a run of another dataparser at one downscale factor."""
+        args = list(self.extra_dataparser_args) + ([] if downscale is None else ["--downscale-factor", str(downscale)])
+        return ["--data", str(self.data.resolve()), *args]
 
     # ------------------------------------------------------------------ output folder
 
@@ -366,41 +421,93 @@ class MakePairsJob:
 
     # ------------------------------------------------------------------ strategies
 
-    def _base_run(self, progress: Any) -> TrainedRun:
-        """The run every strategy but pandaset sparse and the cycle's second runs renders from."""
-        wanted = underfit_steps(self.o.iterations, self.o.underfit_fractions) if "underfit" in self.strategies else []
-        period = save_period(self.o.iterations, wanted)
+    def _train(
+        self, trainer: RunTrainer, variant: Variant, name: str, cameras: Sequence[str], targets: Sequence[str],
+        underfit: bool, progress: Any,
+    ) -> TrainedRun:  # fmt: skip
+        """One reconstruction of a variant: pandaset-data on ``cameras`` (``targets`` held out), or the other dataparser."""
+        wanted = underfit_steps(trainer.iterations, self.o.underfit_fractions) if underfit else []
+        period = save_period(trainer.iterations, wanted)
         if self.pandaset:
-            args = self.trainer.pandaset_args(
-                self.data, self.o.cameras, self.o.frame_start, self.frame_end,
-                downscale_factor=self.downscale, **eval_split_args(self.targets, len(self.frames)),
+            args = trainer.pandaset_args(
+                self.data, cameras, self.o.frame_start, self.frame_end,
+                downscale_factor=variant.downscale, **eval_split_args(targets, len(self.frames)),
             )  # fmt: skip
-            return self.trainer.train("base", PANDASET, args, period, progress)
-        return self.trainer.train("base", self.o.dataparser, self.generic_args, period, progress)
+            return trainer.train(name + variant.suffix, PANDASET, args, period, progress)
+        return trainer.train(name + variant.suffix, self.o.dataparser, self.generic_args(variant.downscale), period, progress)
 
-    def _render_base(self, progress: Any, base: TrainedRun) -> Tuple[RunViews, List[ShiftedDataset]]:
-        """underfit, cross-camera, generic sparse and the cycle's shifted renders all use the base run.
+    def _render_run(
+        self, progress: Any, trainer: RunTrainer, run: TrainedRun, strategies: Sequence[str], variant: Variant
+    ) -> Tuple[RunViews, List[ShiftedDataset]]:
+        """underfit, cross-camera, generic sparse and the cycle's shifted renders of one run (those of ``strategies``).
 
-        Returns the base run's views and the cycle's shifted datasets (empty without the cycle).
+        Returns the run's views and the cycle's shifted datasets (empty without the cycle).
         """
-        config, pipeline, views = self.trainer.open(base)
+        config, pipeline, views = trainer.open(run)
         start = time.perf_counter()
-        if "underfit" in self.strategies:
-            render_underfit(self.collector, progress, config, pipeline, views, self.o.iterations, self.o.underfit_fractions)
+        if "underfit" in strategies:
+            render_underfit(self.collector, progress, config, pipeline, views, trainer.iterations, self.o.underfit_fractions)
         final = checkpoint_steps(config)[-1]
         load_checkpoint(config, pipeline, final)
-        if "cross-camera" in self.strategies:
+        if "cross-camera" in strategies:
             render_cross_camera(self.collector, progress, pipeline, views, self.targets, final)
-        if "sparse" in self.strategies and not self.pandaset:
+        if "sparse" in strategies and not self.pandaset:
             render_held_out(self.collector, progress, pipeline, views, self.o.dataparser, final)
         datasets: List[ShiftedDataset] = []
-        if "cycle" in self.strategies:
+        if "cycle" in strategies:
             datasets = render_shifted_datasets(
-                progress, self.console, pipeline, views, cameras=self.o.cameras, frames=self.frames,
-                offsets=self.cycle_offsets, data=self.data, runs_dir=self.runs_dir,
+                progress, self.console, pipeline, views, cameras=self.rig_cameras, frames=self.frames,
+                offsets=self.cycle_offsets, data=self.data, runs_dir=self.runs_dir, suffix=variant.suffix,
             )  # fmt: skip
-        self.trainer.timings["render base"] = time.perf_counter() - start
+        trainer.timings[f"render {run.name}"] = time.perf_counter() - start
         return views, datasets
+
+    def _run_variant(self, progress: Any, variant: Variant) -> None:
+        """Every strategy at one resolution and training length.
+
+        One base run serves underfit, cross-camera, generic sparse and the cycle's first renders; with
+        --every-camera the base run (on --cameras) serves cross-camera only and a "rig" run on every
+        camera serves underfit and the cycle.
+        """
+        trainer = dataclasses.replace(self.trainer, iterations=variant.iterations)  # shares runs and timings
+        self.collector.set_variant(variant.suffix, variant.folder)
+        rig_strategies = [s for s in self.strategies if s in ("underfit", "cycle")]
+        underfit = "underfit" in self.strategies
+        if not self.o.every_camera:
+            base = self._train(trainer, variant, "base", self.o.cameras, self.targets, underfit, progress)
+            views, shifted = self._render_run(progress, trainer, base, self.strategies, variant)
+        else:
+            views, shifted = None, []
+            if "cross-camera" in self.strategies:
+                base = self._train(trainer, variant, "base", self.o.cameras, self.targets, False, progress)
+                self._render_run(progress, trainer, base, ["cross-camera"], variant)
+            if rig_strategies:
+                rig = self._train(trainer, variant, "rig", self.rig_cameras, [], underfit, progress)
+                views, shifted = self._render_run(progress, trainer, rig, rig_strategies, variant)
+        if "sparse" in self.strategies and self.pandaset:
+            render_sparse_stride(
+                trainer, self.collector, progress, stride=self.o.sparse_stride, data=self.data,
+                cameras=self.rig_cameras, frame_start=self.o.frame_start, frame_end=self.frame_end,
+                downscale_factor=variant.downscale, suffix=variant.suffix,
+                eval_args=eval_split_args([c for c in self.targets if c not in self.rig_cameras], len(self.frames)),
+            )  # fmt: skip
+        if "cycle" in self.strategies:
+            render_cycle(trainer, self.collector, progress, views, shifted, self.rig_cameras, suffix=variant.suffix)
+
+    def _hints(self) -> Optional[HintSource]:
+        """The hints' coloured LiDAR cloud (pandaset-data with --hints), from the training frames' sweeps only."""
+        if not self.use_hints:
+            if self.o.hints and not self.pandaset:
+                self.console.log(f"make-pairs: no LiDAR hints ({self.o.dataparser} has no LiDAR sweeps)")
+            return None
+        source = build_hint_source(
+            self.data, self.o.cameras, self.frames, self.split, self.o.hint_exclude_frames, self.o.hint_voxel_size
+        )
+        self.console.log(
+            f"make-pairs: LiDAR hints from {len(source.points)} points of the sweeps of {len(source.sweep_frames)} "
+            f"training frames (kept out: {len(source.excluded_frames)} frames), coloured from {', '.join(source.colour_cameras)}"
+        )
+        return source
 
     # ------------------------------------------------------------------ driver
 
@@ -415,26 +522,22 @@ class MakePairsJob:
         )
 
         self.check()
+        self.hint_source = self._hints()  # before anything is written: missing sweeps fail here
         self.prepare_output()
         self.console.log(
             f"make-pairs: strategies {', '.join(self.strategies)}; frames {self.frames[0]}..{self.frames[-1]}, "
-            f"test frames [{self.split.test_start}, {self.split.test_end}); runs are kept under {self.runs_dir}"
+            f"test frames [{self.split.test_start}, {self.split.test_end}); {len(self.variants)} resolution/length "
+            f"variant(s); runs are kept under {self.runs_dir}"
         )
         start = time.perf_counter()
         with atomic.atomic_dir(self.out / IMAGES, overwrite=self.o.overwrite) as images_tmp:
-            self.collector = PairCollector(images_tmp, self.split, self.o.ref_angle_weight, self.o.prompt)
+            self.collector = PairCollector(
+                images_tmp, self.split, self.o.ref_angle_weight, self.o.prompt, hints=self.hint_source, masks=self.masks
+            )
             progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
             with progress:
-                base = self._base_run(progress)
-                base_views, shifted = self._render_base(progress, base)
-                if "sparse" in self.strategies and self.pandaset:
-                    render_sparse_stride(
-                        self.trainer, self.collector, progress, stride=self.o.sparse_stride, data=self.data,
-                        cameras=self.o.cameras, frame_start=self.o.frame_start, frame_end=self.frame_end,
-                        downscale_factor=self.downscale, eval_args=eval_split_args(self.targets, len(self.frames)),
-                    )  # fmt: skip
-                if "cycle" in self.strategies:
-                    render_cycle(self.trainer, self.collector, progress, base_views, shifted, self.o.cameras)
+                for variant in self.variants:
+                    self._run_variant(progress, variant)
             if not self.collector.entries:
                 raise RuntimeError("no pairs were produced")
         self.timings["total"] = time.perf_counter() - start
@@ -467,6 +570,10 @@ class MakePairsJob:
             "frames": [self.frames[0], self.frames[-1] + 1],
             "test_frames": [self.split.test_start, self.split.test_end],
             "ref_angle_weight_m_per_rad": o.ref_angle_weight,
+            "variants": [v.record() for v in self.variants],
+            "rig_cameras": getattr(self, "rig_cameras", None),
+            "hints": None if self.hint_source is None else self.hint_source.record(),
+            "moving_object_masks": self.masks is not None,
             "runs": {
                 name: {
                     "config": str(r.config.relative_to(self.out)),
@@ -486,19 +593,21 @@ class MakePairsJob:
         from rich.table import Table
 
         table = Table(title=f"make-pairs: {self.out / PAIRS_JSON}")
-        for col in ("label", "train", "test", "mean PSNR (dB)", "with ref"):
+        for col in ("label", "train", "test", "mean PSNR (dB)", "with ref", "hint coverage"):
             table.add_column(col)
         by_label: Dict[str, List[Dict[str, Any]]] = {}
         for rec in self.collector.records.values():
             by_label.setdefault(rec["label"], []).append(rec)
         for label, recs in by_label.items():
             finite = [r["psnr"] for r in recs if np.isfinite(r["psnr"])]
+            coverage = [r["hint_coverage"] for r in recs if r["hint_coverage"] is not None]
             table.add_row(
                 label,
                 str(sum(r["split"] == "train" for r in recs)),
                 str(sum(r["split"] == "test" for r in recs)),
                 f"{np.mean(finite):.2f}" if finite else "-",
                 str(sum(r["ref_image"] is not None for r in recs)),
+                f"{np.mean(coverage):.1%}" if coverage else "-",
             )
         self.console.print(table)
         self.console.log(
@@ -507,10 +616,14 @@ class MakePairsJob:
         )
 
 
-def make_pairs(config: MakePairsConfig) -> Dict[str, int]:
+def make_pairs(config: MakePairsConfig, masks: Optional[MovingObjectMasks] = None) -> Dict[str, int]:
     """Build the pair set described by ``config``; returns {split: count}.
+
+    Args:
+        config: The options.
+        masks: Optional provider of moving-object masks, kept out of targets and references.
 
     Raises:
         InputError: bad options (nothing is written then).
     """
-    return MakePairsJob(config).run()
+    return MakePairsJob(config, masks=masks).run()

@@ -108,18 +108,22 @@ def render_sparse_stride(
     frame_end: Optional[int],
     downscale_factor: int,
     eval_args: Dict[str, Any],
+    suffix: str = "",
 ) -> None:
-    """pandaset-data: train on every ``stride``-th frame, render the skipped frames of the training cameras."""
+    """pandaset-data: train on every ``stride``-th frame, render the skipped frames of the training cameras.
+
+    ``suffix`` ends the run's name (the collector adds it to the label itself).
+    """
     name = f"sparse-k{stride}"
     args = trainer.pandaset_args(
         data, cameras, frame_start, frame_end,
         downscale_factor=downscale_factor, train_stride=stride, **eval_args,
     )  # fmt: skip
-    run = trainer.train(name, "pandaset-data", args, trainer.iterations, progress)
+    run = trainer.train(name + suffix, "pandaset-data", args, trainer.iterations, progress)
     start = time.perf_counter()
     config, pipeline, views = trainer.open(run)
     final = checkpoint_steps(config)[-1]
     load_checkpoint(config, pipeline, final)
     held: List[View] = [v for v in views.views if not v.trained and v.camera in cameras]
-    collector.render_views(progress, f"render {name}", pipeline, held, views, name, "sparse", name, final)
-    trainer.timings[f"render {name}"] = time.perf_counter() - start
+    collector.render_views(progress, f"render {run.name}", pipeline, held, views, name, "sparse", run.name, final)
+    trainer.timings[f"render {run.name}"] = time.perf_counter() - start

@@ -115,6 +115,23 @@ class DifixRefinerModel(SplatfactoModel):
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
+    def load_state_dict(self, state_dict, **kwargs):  # type: ignore[override]
+        """Load a checkpoint into the existing Gaussian parameters, resized in place.
+
+        splatfacto's version puts new ``Parameter`` objects into ``gauss_params``. nerfstudio builds the
+        optimisers before it loads a checkpoint, so after a resume (``--load-dir``) they kept updating the
+        old, orphaned tensors while training computed gradients for the new ones: nothing trained.
+        Resizing the ``.data`` of the same objects keeps the optimisers pointing at the trained tensors.
+        """
+        self.step = 30000  # as splatfacto: full SH degree when rendering a loaded model; training resets it
+        if "means" in state_dict:  # checkpoints from before gauss_params (splatfacto's compatibility remap)
+            for name in self.gauss_params.keys():
+                state_dict[f"gauss_params.{name}"] = state_dict[name]
+        count = state_dict["gauss_params.means"].shape[0]
+        for param in self.gauss_params.values():
+            param.data = torch.zeros((count,) + tuple(param.shape[1:]), dtype=param.dtype, device=param.device)
+        return torch.nn.Module.load_state_dict(self, state_dict, **kwargs)
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, list]]:
         """Render one camera; in training mode this also feeds splatfacto's densification statistics."""
         if not isinstance(camera, Cameras):

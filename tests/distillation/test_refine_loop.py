@@ -134,7 +134,8 @@ def test_checkpoints_hold_no_fixer_weights(run):
     for path in ckpts:
         state = torch.load(path, map_location="cpu", weights_only=False)
         keys = set(state["pipeline"])
-        assert keys == model_keys  # the model's tensors and nothing else
+        assert keys == model_keys | {"_extra_state"}  # the model's tensors and the resume state, nothing else
+        assert set(state["pipeline"]["_extra_state"]) == {"version", "rng", "datamanager", "strategy", "cameras"}
         assert not any(word in key.lower() for key in keys for word in ("fixer", "unet", "vae", "lora"))
         assert set(state["optimizers"]) == set(run.optimizers.optimizers)
 
@@ -158,7 +159,8 @@ def test_resume_reloads_pseudo_views(run, tmp_path):
     assert (copied.root / source.records[0].file).read_bytes() == (source.root / source.records[0].file).read_bytes()
 
     # --load-dir (latest, step 3): both views back, then one more round refreshes the +1 m view.
-    cfg = tiny_config(tmp_path, "from_dir", steps=1)
+    # --max-num-iterations is the run's total on resume: 5 iterations end at step 4, one after the checkpoint.
+    cfg = tiny_config(tmp_path, "from_dir", steps=5)
     cfg.load_dir = models
     trainer = seeded_trainer(cfg)
     dm = trainer.pipeline.datamanager
