@@ -15,6 +15,7 @@ def subcommands() -> Dict[str, type]:
     """Subcommand name -> command dataclass."""
     from difix_refiner.cameras.render_command import RenderRecordedCommand, RenderShiftedCommand
     from difix_refiner.cameras.shift_command import ShiftPathCommand
+    from difix_refiner.commands.weights import WeightsCommand
     from difix_refiner.demo import DemoCommand
     from difix_refiner.evaluation.eval_command import EvalCommand
     from difix_refiner.fixer.fix_command import FixCommand
@@ -31,14 +32,22 @@ def subcommands() -> Dict[str, type]:
         "merge-pairs": MergePairsCommand,
         "train-fixer": TrainFixerCommand,
         "eval": EvalCommand,
+        "weights": WeightsCommand,
     }
 
 
 def entrypoint() -> None:
     """Parse the command line and run the chosen subcommand."""
-    command = tyro.extras.subcommand_cli_from_dict(
-        subcommands(),
-        description="difix-refiner: shifted trajectories and a one-step diffusion fixer for driving scenes.",
+    import sys
+
+    from difix_refiner.commands.help_width import run_fitted
+
+    command = run_fitted(
+        lambda: tyro.extras.subcommand_cli_from_dict(
+            subcommands(),
+            description="difix-refiner: shifted trajectories and a one-step diffusion fixer for driving scenes.",
+        ),
+        sys.argv[1:],
     )
     command.main()
 

@@ -109,7 +109,8 @@ class EvalSettings:
     max_depth_m: float = lm.DEFAULT_MAX_DEPTH_M
     """LiDAR points farther than this (z-depth, metres) are ignored."""
     inception_weights: Optional[Path] = None
-    """torch-fidelity InceptionV3 weights file (weights-inception-2015-12-05-6726825d.pth) for FID/KID; without it they are skipped (nothing is downloaded)."""
+    """torch-fidelity InceptionV3 weights file (weights-inception-2015-12-05-6726825d.pth) for FID/KID. Default: the
+    file `difix-refiner weights fetch inception` writes, when it is there; else FID/KID are skipped (nothing is downloaded)."""
     fixer_reference: bool = True
     """Give the fixer the recorded photo of the same frame as its reference view (when the fixer takes references)."""
     fix_heldout: bool = True
@@ -549,13 +550,19 @@ def evaluate_run(
     if fixer is None:
         skipped["fixer"] = fixer_skip_reason or "no fixer was given"
     extractor = None
-    if settings.inception_weights is not None:
+    from difix_refiner.core.optional_weights import inception_path
+
+    inception_file = settings.inception_weights or (inception_path() if inception_path().is_file() else None)
+    if inception_file is not None:
         try:
-            extractor = im.inception_extractor(settings.inception_weights)
+            extractor = im.inception_extractor(inception_file)
         except im.InceptionWeightsError as err:
             raise InputError(str(err)) from err
     else:
-        skipped["fid_kid"] = "FID/KID need --inception-weights PATH (torch-fidelity's InceptionV3 weights); nothing is downloaded"
+        skipped["fid_kid"] = (
+            "FID/KID need torch-fidelity's InceptionV3 weights (--inception-weights PATH, or "
+            "`difix-refiner weights fetch inception`); nothing is downloaded"
+        )
     shown = settings.shown_offset(offsets)
 
     drive = _evaluate_drive(run, settings, camera, selection, offsets, fixer, extractor is not None, columns, shown, progress, label)

@@ -1,0 +1,1 @@
+"""``difix-refiner`` subcommands that are thin front ends over a library module."""

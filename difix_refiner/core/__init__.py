@@ -1,0 +1,1 @@
+"""Pieces shared by every stage of the pipeline (the optional-weights registry, ...)."""
