@@ -23,6 +23,7 @@ from difix_refiner.cameras.run_data import (
     offset_name,
     recorded_images,
 )
+from difix_refiner.cameras.run_scale import run_metres_per_scene_unit
 from difix_refiner.cameras.trajectory import DEFAULT_LOOK_AHEAD_M, DEFAULT_WINDOW_M
 from difix_refiner.cameras.video import Mp4Writer, video_backend
 
@@ -263,7 +264,9 @@ class RenderShiftedCommand(ShiftOptions):
 
         pipeline = self._load_pipeline()
         recorded = recorded_images(
-            pipeline.datamanager.train_dataparser_outputs, self._training_cameras(pipeline), self.metres_per_scene_unit
+            pipeline.datamanager.train_dataparser_outputs,
+            self._training_cameras(pipeline),
+            run_metres_per_scene_unit(config, self.metres_per_scene_unit),
         )
         camera = recorded.resolve_camera(self.camera)
         selection = recorded.select(camera)[:: self.frame_stride]
