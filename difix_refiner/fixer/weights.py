@@ -58,8 +58,11 @@ def looks_like_hub_id(base: str) -> bool:
 
 
 def _how_to_give_local(base: str) -> str:
+    from difix_refiner.core.optional_weights import SD_TURBO_HUB_ID, fetch_hint
+
+    fetch = f"Fetch it into the cache with `{fetch_hint('sd-turbo')}`, or d" if base == SD_TURBO_HUB_ID else "D"
     return (
-        f"Download it where there is network (e.g. `huggingface-cli download {base} --local-dir DIR`) "
+        f"{fetch}ownload it where there is network (e.g. `huggingface-cli download {base} --local-dir DIR`) "
         f"and pass the folder instead: Fixer.from_pretrained(base='DIR') or `--base DIR` "
         f"(a folder in the diffusers layout: {BASE_LAYOUT})."
     )
@@ -101,11 +104,12 @@ def _from_pretrained(cls: Any, what: str, base: str, subfolder: str, local_only:
                 f"({_short(err)}). Expected a folder in the diffusers layout: {BASE_LAYOUT}."
             )
         else:
-            why = (
-                "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local hub cache"
-                if local_only
-                else "it could not be fetched (no network?) and it is not in the local hub cache"
-            )
+            if not local_only:
+                why = "it could not be fetched (no network?) and it is not in the local hub cache"
+            elif hub_offline():
+                why = "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local hub cache"
+            else:
+                why = "it is not in the local hub cache (nothing is downloaded while loading)"
             msg = (
                 f"Could not load the {what} ({subfolder}/) of base model '{base}' from the Hugging Face hub: "
                 f"{why} [{_short(err)}]. {_how_to_give_local(base)}"
@@ -133,10 +137,14 @@ def write_prompt_embeds(path: str | os.PathLike, embeds: torch.Tensor) -> None:
 
 
 def load_base(base: str, *, local_files_only: bool | None = None) -> BaseComponents:
-    """Load VAE, UNet and scheduler of ``base`` (local diffusers folder or hub id)."""
+    """Load VAE, UNet and scheduler of ``base`` (local diffusers folder or hub id).
+
+    A hub id is read from the local Hugging Face cache only (``local_files_only`` defaults to True):
+    downloads happen only through ``difix-refiner weights fetch`` or on an explicit ``False``.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    local_only = hub_offline() if local_files_only is None else local_files_only
+    local_only = True if local_files_only is None else local_files_only
     base = str(base)
     folder = Path(base).expanduser()
     notes: list[str] = []

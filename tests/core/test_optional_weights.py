@@ -288,3 +288,61 @@ def test_weights_command_lists_state_and_fails_cleanly_offline(torch_home, tmp_p
 
     code, _, err = _cli(["weights", "fetch", "resnet"], capsys, monkeypatch)
     assert code == 1 and "unknown weight(s) resnet; known: lpips-alex" in err
+
+
+_HUB_CACHE_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel
+from tiny_clip_tokenizer import save_letters_clip_tokenizer
+
+from difix_refiner.core.optional_weights import get_weight
+from difix_refiner.fixer import Fixer
+from difix_refiner.fixer.presets import tiny_components
+from difix_refiner.fixer.weights import load_base
+
+snapshot = Path(sys.argv[1])
+vae, unet, scheduler, _ = tiny_components(0)
+vae.save_pretrained(snapshot / "vae")
+unet.save_pretrained(snapshot / "unet")
+scheduler.save_pretrained(snapshot / "scheduler")
+(snapshot / "tokenizer").mkdir()
+vocab = save_letters_clip_tokenizer(snapshot / "tokenizer", snapshot / "tokenizer", model_max_length=77)  # vocab.json, merges.txt like SD
+dim = unet.config.cross_attention_dim
+cfg = CLIPTextConfig(vocab_size=vocab, hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=1,
+                     num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+CLIPTextModel(cfg).save_pretrained(snapshot / "text_encoder")
+weight = get_weight("sd-turbo")
+present = weight.present()
+comps = load_base("stabilityai/sd-turbo")  # from the cache only
+tokenizer, text_encoder = comps.text_encoder_loader()
+fixer = Fixer.from_pretrained("stabilityai/sd-turbo")
+(snapshot / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+print(json.dumps({"present": present, "source": comps.source, "vocab": len(tokenizer.get_vocab()),
+                  "missing_after": weight.missing_files()}))
+"""
+
+
+def test_sd_turbo_counts_as_present_exactly_when_the_fixer_loads_it_from_the_cache(tmp_path):
+    """The registry's hub check and the fixer's loader agree on the Hugging Face cache layout."""
+    import json
+
+    cache = tmp_path / "hub"
+    commit = "a" * 40
+    repo = cache / "models--stabilityai--sd-turbo"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    tests_dir = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), PYTHONPATH=os.pathsep.join([str(tests_dir.parent), str(tests_dir)]))
+    env.pop("HF_HUB_OFFLINE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", _HUB_CACHE_SCRIPT, str(snapshot)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["present"] and facts["source"] == "stabilityai/sd-turbo" and facts["vocab"] > 2
+    assert facts["missing_after"] == ["unet/diffusion_pytorch_model.safetensors"]
