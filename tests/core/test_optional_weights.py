@@ -346,3 +346,24 @@ def test_sd_turbo_counts_as_present_exactly_when_the_fixer_loads_it_from_the_cac
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["present"] and facts["source"] == "stabilityai/sd-turbo" and facts["vocab"] > 2
     assert facts["missing_after"] == ["unet/diffusion_pytorch_model.safetensors"]
+
+
+def test_lpips_loads_the_alexnet_file_at_the_registrys_place_without_network(torch_home, monkeypatch):
+    """What `weights fetch lpips-alex` enables: torchmetrics' LPIPS finds the file there and downloads nothing."""
+    import torch
+    import torchvision
+
+    from difix_refiner.evaluation.lpips_metric import LazyLPIPS
+
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, closed)  # any download attempt would fail
+    torch.manual_seed(0)
+    ow.alexnet_path().parent.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), ow.alexnet_path())  # stands in for the real file
+    metric = LazyLPIPS()
+    assert metric.available
+    a = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    value = metric(a, a.flip(-1))
+    assert value is not None and torch.isfinite(value) and float(value) > 0
+    assert float(metric(a, a)) == 0.0
