@@ -216,7 +216,7 @@ def registry() -> Tuple[OptionalWeight, ...]:
         OptionalWeight(
             name="inception",
             what="torch-fidelity's InceptionV3 for FID/KID",
-            enables="FID and KID of shifted renders in difix-refiner eval (needs the torch-fidelity package)",
+            enables="FID and KID of shifted renders in difix-refiner eval (needs torch-fidelity: pip install -e '.[fid]')",
             kind="file",
             size="91 MB",
             location=inception_path,
