@@ -30,6 +30,7 @@ def subcommands() -> Dict[str, type]:
     )
     from difix_refiner.commands.shift_path import ShiftPathCommand
     from difix_refiner.commands.train_fixer import TrainFixerCommand
+    from difix_refiner.commands.weights import WeightsCommand
 
     return {
         "demo": DemoCommand,
@@ -42,6 +43,7 @@ def subcommands() -> Dict[str, type]:
         "train-fixer": TrainFixerCommand,
         "eval": EvalCommand,
         "import-pandaset": ImportPandasetCommand,
+        "weights": WeightsCommand,
     }
 
 
@@ -57,11 +59,19 @@ def run_command(name: str, command: Any) -> Any:
 
 def entrypoint(args: Optional[Sequence[str]] = None) -> None:
     """Parse the command line (``args``, default ``sys.argv``) and run the chosen subcommand."""
+    import sys
+
+    from difix_refiner.commands.help_width import run_fitted
+
     commands = subcommands()
-    command = tyro.extras.subcommand_cli_from_dict(
-        commands,
-        description="difix-refiner: shifted trajectories and a one-step diffusion fixer for driving scenes.",
-        args=args,
+    argv = list(sys.argv[1:] if args is None else args)
+    command = run_fitted(
+        lambda: tyro.extras.subcommand_cli_from_dict(
+            commands,
+            description="difix-refiner: shifted trajectories and a one-step diffusion fixer for driving scenes.",
+            args=argv,
+        ),
+        argv,
     )
     name = next(n for n, cls in commands.items() if type(command) is cls)
     run_command(name, command)

@@ -1,5 +1,9 @@
 """``difix-refiner render-shifted`` / ``render-recorded``: render (laterally shifted) drives with the
-training intrinsics, and with ``--fix`` run the Difix fixer on every rendered frame (the Difix3D+ "+" step)."""
+training intrinsics, and with ``--fix`` run the Difix fixer on every rendered frame (the Difix3D+ "+" step).
+
+A fixer trained with LiDAR hints gets the hint of every rendered camera: the run's training sweeps (the
+dataparser's seed points) rendered into it, exactly as the refine loop builds its pseudo views' hints
+(:mod:`difix_refiner.distillation.pseudo_view_fidelity`)."""
 
 from __future__ import annotations
 
@@ -24,6 +28,10 @@ from difix_refiner.core.contact_sheet import (
 from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import progress_bar
 from difix_refiner.core.video import Mp4Writer, video_backend
+from difix_refiner.distillation.pseudo_view_fidelity import (
+    hint_cloud_from_metadata,
+    view_hint,
+)
 from difix_refiner.fixer.options import FixerOptions, resolve_device
 from difix_refiner.scene.run_pipeline import (
     cameras_with_poses,
@@ -31,6 +39,7 @@ from difix_refiner.scene.run_pipeline import (
     render_camera,
     training_cameras,
 )
+from difix_refiner.scene.run_scale import run_metres_per_scene_unit
 from difix_refiner.scene.shift_options import ShiftOptions
 from difix_refiner.scene.trained_run import (
     RecordedImages,
@@ -55,23 +64,38 @@ def frame_file(frame_index: int) -> str:
     return f"frame_{frame_index:05d}.png"
 
 
+def camera_intrinsics(camera: Any) -> Dict[str, float]:
+    """``fx, fy, cx, cy, width, height`` of a nerfstudio ``Cameras`` [1]."""
+    return {k: float(getattr(camera, k)[0, 0]) for k in ("fx", "fy", "cx", "cy", "width", "height")}
+
+
 @dataclass
 class _FrameFixer:
-    """The fixer, with the recorded photos it takes as reference views (None: no references)."""
+    """The fixer, with the recorded photos it takes as reference views (None: no references) and the
+    LiDAR points of its hints (None: no hints)."""
 
     fixer: Any
     photos: Optional[Sequence[Path]]
     """Photo of every training image (``image_filenames`` order)."""
+    hint_cloud: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    """The run's seed points ([N, 3] scene units, [N, 3] uint8) for a hint fixer; None: no hints."""
+    metres_per_scene_unit: float = 1.0
+    """The run's scale (the hint's depth settings are in metres)."""
 
-    def __call__(self, image: np.ndarray, image_index: int) -> np.ndarray:
-        """Fix a ``uint8 [H, W, 3]`` render of training image ``image_index``'s camera and frame."""
+    def __call__(self, image: np.ndarray, image_index: int, camera: Any = None) -> np.ndarray:
+        """Fix a ``uint8 [H, W, 3]`` render of training image ``image_index``'s camera and frame, rendered
+        with ``camera`` (nerfstudio ``Cameras`` [1], scene frame: where the hint is rendered)."""
         from difix_refiner.fixer.render_fixing import fix_render, read_photo
 
         reference = None
         if self.photos is not None:
             h, w = image.shape[:2]
             reference = read_photo(self.photos[image_index], w, h)  # the same camera and frame, at render size
-        return fix_render(self.fixer, image, reference)
+        hint = None
+        if self.hint_cloud is not None and camera is not None:
+            pose = camera.camera_to_worlds[0].double().cpu().numpy()  # [3, 4]
+            hint = view_hint(self.hint_cloud, pose, camera_intrinsics(camera), self.metres_per_scene_unit).tensor()
+        return fix_render(self.fixer, image, reference, hint)
 
 
 @dataclass
@@ -122,6 +146,8 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
     """Also run the Difix fixer on every rendered frame, the recorded path included (the Difix3D+ "+" step); writes offset_<+x>m_fixed/, offset_<+x>m_fixed.mp4 (unfixed | fixed) and contact_sheet_fixed.png."""
     fixer_reference: bool = True
     """Give the fixer the recorded training photo of the same camera and frame as its reference view (the nearest real frame), when the fixer takes references."""
+    fixer_hint: bool = True
+    """With a fixer trained with LiDAR hints: give it the hint of every rendered camera, from the run's training sweeps (the dataparser's LiDAR seed points, coloured from the training photos). --no-fixer-hint runs it without."""
 
     def main(self) -> None:
         """Run the command (bad input raises ``InputError``; the console script prints it as one line)."""
@@ -187,13 +213,19 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
             resolve_device(self.fixer_device, "cpu")  # a bad --fixer-device fails before anything slow
         return all_offsets
 
-    def _frame_fixer(self, pipeline: Any, selection: np.ndarray) -> _FrameFixer:
-        """Load the fixer (once, only with --fix) and find the reference photos of the selected images."""
+    def _frame_fixer(self, pipeline: Any, selection: np.ndarray, metres_per_scene_unit: float) -> _FrameFixer:
+        """Load the fixer (once, only with --fix), find the reference photos of the selected images and,
+        for a hint fixer, the run's LiDAR points."""
         fixer = self._load_fixer(str(pipeline.device))
-        from difix_refiner.fixer.render_fixing import takes_references
+        from difix_refiner.fixer.render_fixing import takes_hints, takes_references
 
+        cloud = None
+        if self.fixer_hint and takes_hints(fixer):
+            cloud = hint_cloud_from_metadata(pipeline.datamanager.train_dataparser_outputs.metadata)
+            if cloud is None:
+                warnings.warn("the run has no LiDAR seed points: the hint fixer runs without hints", stacklevel=2)
         if not (self.fixer_reference and takes_references(fixer)):
-            return _FrameFixer(fixer, None)
+            return _FrameFixer(fixer, None, cloud, metres_per_scene_unit)
         photos = [Path(p) for p in pipeline.datamanager.train_dataparser_outputs.image_filenames]
         missing = [str(photos[i]) for i in selection.tolist() if not photos[i].is_file()]
         if missing:
@@ -201,7 +233,7 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
                 f"{len(missing)} recorded photo(s) for the fixer's reference view not found (first: {missing[0]}); "
                 "pass --no-fixer-reference to fix without references"
             )
-        return _FrameFixer(fixer, photos)
+        return _FrameFixer(fixer, photos, cloud, metres_per_scene_unit)
 
     def _fixer_manifest(self, frame_fixer: Optional[_FrameFixer]) -> Optional[Dict[str, Any]]:
         """The manifest's ``fixer`` entry (None without --fix)."""
@@ -214,6 +246,7 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
             "base": None if base is None else str(base),
             "adapter": None if self.fixer_adapter is None else str(self.fixer_adapter),
             "reference": frame_fixer.photos is not None,
+            "hint": frame_fixer.hint_cloud is not None,
         }
 
     def run(self) -> Dict[str, Any]:
@@ -225,13 +258,15 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
 
         pipeline = self._load_pipeline()
         recorded = recorded_images(
-            pipeline.datamanager.train_dataparser_outputs, training_cameras(pipeline), self.metres_per_scene_unit
+            pipeline.datamanager.train_dataparser_outputs,
+            training_cameras(pipeline),
+            run_metres_per_scene_unit(config, self.metres_per_scene_unit),
         )
         camera = recorded.resolve_camera(self.camera)
         selection = recorded.select(camera)[:: self.frame_stride]
         if selection.size < 1:
             raise InputError("no frames left to render")
-        frame_fixer = self._frame_fixer(pipeline, selection) if self.fix else None
+        frame_fixer = self._frame_fixer(pipeline, selection, recorded.metres_per_scene_unit) if self.fix else None
         backend = video_backend()
         if backend is None:
             warnings.warn("no mp4 encoder available (PyAV or ffmpeg); writing PNG frames only", stacklevel=2)
@@ -308,7 +343,7 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
                 if pos in drive.columns:
                     thumbs[frame] = thumbnail(image, self.thumbnail_width)
                 if drive.fixer is not None:
-                    fixed = drive.fixer(image, index)
+                    fixed = drive.fixer(image, index, cameras[pos : pos + 1])
                     _save_png(fixed_folder / frame_file(frame), fixed)
                     if fixed_video is not None:
                         fixed_video.write(np.concatenate([image, fixed], axis=1))  # unfixed | fixed

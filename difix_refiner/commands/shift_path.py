@@ -10,6 +10,7 @@ import numpy as np
 
 from difix_refiner.cameras.camera_path import camera_path_dict, write_camera_path
 from difix_refiner.core.errors import InputError
+from difix_refiner.scene.run_scale import run_metres_per_scene_unit
 from difix_refiner.scene.shift_options import ShiftOptions
 from difix_refiner.scene.trained_run import (
     check_outputs_free,
@@ -46,7 +47,7 @@ class ShiftPathCommand(ShiftOptions):
         config = load_run_config(self.load_config)
         outputs, cameras = train_outputs_without_model(config)
         warn_if_transform_differs(Path(self.load_config).parent, outputs)
-        recorded = recorded_images(outputs, cameras, self.metres_per_scene_unit)
+        recorded = recorded_images(outputs, cameras, run_metres_per_scene_unit(config, self.metres_per_scene_unit))
         camera = recorded.resolve_camera(self.camera)
         selection = recorded.select(camera)
 

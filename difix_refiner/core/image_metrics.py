@@ -191,7 +191,10 @@ def lpips_skip_reason() -> str:
     """Why LPIPS is skipped (its AlexNet weights are not on disk; nothing is downloaded)."""
     from difix_refiner.core.lpips import alexnet_weights_path
 
-    return f"LPIPS needs torchvision's AlexNet weights at {alexnet_weights_path()} (no download is attempted)"
+    return (
+        f"LPIPS needs torchvision's AlexNet weights at {alexnet_weights_path()} (no download is attempted; "
+        "`difix-refiner weights fetch lpips-alex` puts them there)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

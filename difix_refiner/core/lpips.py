@@ -14,11 +14,10 @@ import torch
 
 
 def alexnet_weights_path() -> str:
-    """Where torchvision caches the AlexNet weights that LPIPS needs."""
-    from torchvision.models import AlexNet_Weights
+    """Where torchvision caches the AlexNet weights that LPIPS needs (the optional-weights registry's path)."""
+    from difix_refiner.core.optional_weights import alexnet_path
 
-    name = os.path.basename(AlexNet_Weights.IMAGENET1K_V1.url)
-    return os.path.join(torch.hub.get_dir(), "checkpoints", name)
+    return str(alexnet_path())
 
 
 class LazyLPIPS:
@@ -38,7 +37,8 @@ class LazyLPIPS:
                 if not self._unavailable:
                     warnings.warn(
                         f"LPIPS skipped: its AlexNet weights are not at {alexnet_weights_path()} "
-                        "(no download is attempted). Copy the file there to enable it.",
+                        "(no download is attempted). Run `difix-refiner weights fetch lpips-alex` "
+                        "or copy the file there to enable it.",
                         stacklevel=2,
                     )
                 self._unavailable = True

@@ -60,6 +60,10 @@ class DifixRefinerDatamanager(FullImageDatamanager[NamedImageDataset]):
         local_rank: int = 0,
         **kwargs,
     ):
+        if test_mode != "inference":
+            from difix_refiner.data.scene_preflight import preflight_scene
+
+            preflight_scene(config)  # missing images of nerfstudio / instant-ngp scenes, in one sentence
         super().__init__(
             config, device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, **kwargs
         )

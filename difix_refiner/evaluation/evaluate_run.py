@@ -111,11 +111,17 @@ def _seed_everything(seed: int) -> None:
 
 def _inception_extractor(settings: EvalSettings, skipped: Dict[str, str]) -> Any:
     """The FID/KID feature extractor, or None (and why, under ``skipped``)."""
-    if settings.inception_weights is None:
-        skipped["fid_kid"] = "FID/KID need --inception-weights PATH (torch-fidelity's InceptionV3 weights); nothing is downloaded"
+    from difix_refiner.core.optional_weights import inception_path
+
+    weights = settings.inception_weights or (inception_path() if inception_path().is_file() else None)
+    if weights is None:
+        skipped["fid_kid"] = (
+            "FID/KID need torch-fidelity's InceptionV3 weights (--inception-weights PATH, or "
+            "`difix-refiner weights fetch inception`); nothing is downloaded"
+        )
         return None
     try:
-        return im.inception_extractor(settings.inception_weights)
+        return im.inception_extractor(weights)
     except im.InceptionWeightsError as err:
         raise InputError(str(err)) from err
 

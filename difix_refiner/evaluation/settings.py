@@ -44,7 +44,8 @@ class EvalSettings:
     max_depth_m: float = lm.DEFAULT_MAX_DEPTH_M
     """LiDAR points farther than this (z-depth, metres) are ignored."""
     inception_weights: Optional[Path] = None
-    """torch-fidelity InceptionV3 weights file (weights-inception-2015-12-05-6726825d.pth) for FID/KID; without it they are skipped (nothing is downloaded)."""
+    """torch-fidelity InceptionV3 weights file (weights-inception-2015-12-05-6726825d.pth) for FID/KID. Default: the
+    file `difix-refiner weights fetch inception` writes, when it is there; else FID/KID are skipped (nothing is downloaded)."""
     fixer_reference: bool = True
     """Give the fixer the recorded photo of the same frame as its reference view (when the fixer takes references)."""
     fix_heldout: bool = True

@@ -16,12 +16,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from difix_refiner.fixer.fix_manifest import (
-    FixManifest,
-    file_sha256,
-    fixer_identity,
-    in_the_way,
-)
+from difix_refiner.core.optional_weights import file_sha256
+from difix_refiner.fixer.fix_manifest import FixManifest, fixer_identity, in_the_way
 from difix_refiner.fixer.folder_io import (
     FixCommandError,
     check_output_location,
@@ -33,6 +29,7 @@ from difix_refiner.fixer.folder_io import (
     to_tensor,
     write_image_atomic,
 )
+from difix_refiner.fixer.hint_folder import pair_hints_by_name, read_hint
 from difix_refiner.fixer.model import Fixer
 from difix_refiner.fixer.options import resolve_dtype
 
@@ -54,6 +51,9 @@ class FixFolderConfig:
 
     ref_map: Path | None = None
     """JSON file {image_name: ref_path} giving each input its reference; relative paths are taken from the JSON's folder."""
+
+    hint: Path | None = None
+    """Folder of LiDAR hints, paired with the inputs by file name: <stem>.png (hint colours, 0 where unknown) and <stem>.mask.png (validity, 255 where a point is), as make-pairs writes them, at the inputs' size. Only for a fixer trained with hints (hint_channels 4)."""
 
     base: str | None = None
     """Base model: a hub id, a local folder in the diffusers layout (vae/, unet/, scheduler/, text_encoder/, tokenizer/), 'tiny' for the small random model, or a folder saved by Fixer.save_pretrained. Default: the base recorded in --adapter, else stabilityai/sd-turbo."""
@@ -103,7 +103,10 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
     protected = {"input": config.input}
     if config.ref is not None:
         protected["reference"] = config.ref
+    if config.hint is not None:
+        protected["hint"] = config.hint
     check_output_location(config.output, protected)
+    hints = None if config.hint is None else pair_hints_by_name(images, config.hint)
     refs: dict[Path, Path] | None = None
     if config.ref is not None:
         refs = pair_by_name(images, config.ref)
@@ -114,7 +117,14 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
 
     identity = fixer_identity(config.base, config.adapter, config.variant, config.dtype, config.seed)
     manifest = FixManifest.open(config.output, identity)
-    hashes = {p: (file_sha256(p), None if refs is None else file_sha256(refs[p])) for p in images}
+    hashes = {
+        p: (
+            file_sha256(p),
+            None if refs is None else file_sha256(refs[p]),
+            None if hints is None else (file_sha256(hints[p][0]), file_sha256(hints[p][1])),
+        )
+        for p in images
+    }
     todo = [p for p in images if config.overwrite or not manifest.is_done(p.name, *hashes[p])]
     in_the_way(manifest, [p.name for p in todo], config.overwrite)
     skipped = len(images) - len(todo)
@@ -124,11 +134,16 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
     fixer = _load_model(config)
     if refs is not None and not fixer.config.supports_references:
         raise FixCommandError(f"the {fixer.config.variant!r} variant takes no reference views; drop --ref/--ref-map")
+    if hints is not None and not fixer.config.uses_hint:
+        raise FixCommandError(
+            "--hint was given but this fixer was trained without LiDAR hints (hint_channels 0 in its fixer_config.json); "
+            "drop --hint, or use a fixer trained with hints (train-fixer on pairs with hint_image/hint_mask)"
+        )
 
     config.output.mkdir(parents=True, exist_ok=True)
     fixed, failed = 0, []
     warned_resize = False
-    batch: list[tuple[Path, torch.Tensor, torch.Tensor | None]] = []
+    batch: list[tuple[Path, torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
 
     def flush() -> None:
         nonlocal fixed
@@ -136,8 +151,9 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
             return
         imgs = torch.stack([b[1] for b in batch])  # [B,3,H,W]
         ref_t = None if refs is None else torch.stack([b[2] for b in batch])[:, None]  # [B,1,3,H,W]
-        out = fixer.fix(imgs, ref_t)
-        for (path, _, _), result in zip(batch, out):
+        hint_t = None if hints is None else torch.stack([b[3] for b in batch])  # [B,4,H,W]
+        out = fixer.fix(imgs, ref_t, hint=hint_t)
+        for (path, *_), result in zip(batch, out):
             write_image_atomic(to_image(result), config.output / path.name)
             manifest.record(path.name, *hashes[path])
             fixed += 1
@@ -161,6 +177,7 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
                             )
                             warned_resize = True
                         ref_img = ref_img.resize(image.size, Image.Resampling.BICUBIC)
+                hint = None if hints is None else read_hint(hints[path], image.size)  # [4, H, W]
             except FixCommandError as err:
                 failed.append(str(err))
                 tqdm.write(f"error: {err}")
@@ -169,14 +186,14 @@ def fix_folder(config: FixFolderConfig) -> dict[str, int]:
             tensor = to_tensor(image)
             if batch and batch[0][1].shape != tensor.shape:
                 flush()
-            batch.append((path, tensor, None if ref_img is None else to_tensor(ref_img)))
+            batch.append((path, tensor, None if ref_img is None else to_tensor(ref_img), hint))
             if len(batch) >= config.batch_size:
                 flush()
         flush()
 
     if failed:
         raise FixCommandError(
-            f"{len(failed)} image(s) could not be read and were not fixed ({fixed} others were): "
+            f"{len(failed)} image(s) (or their hints) could not be read and were not fixed ({fixed} others were): "
             + "; ".join(failed[:5])
             + (" ..." if len(failed) > 5 else "")
         )

@@ -2,33 +2,27 @@
 
 ``fix_manifest.json`` in the output folder records the fixer's identity (base, adapter and the hash of
 its weights, variant, precision, the seed of a tiny model) and, per output image, the SHA-256 of the
-input, of the reference and of the output written. A rerun skips an image only when all of these
-match; any other file in the way (the user's own ``01.png``, another fixer's output, an output edited
+input, of the reference, of the LiDAR hint's two files (``--hint``) and of the output written. A rerun
+skips an image only when all of these match; any other file in the way (the user's own ``01.png``, another fixer's output, an output edited
 since) is an error naming it, unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
+from difix_refiner.core.optional_weights import file_sha256
 
 MANIFEST_NAME = "fix_manifest.json"
 MANIFEST_VERSION = 1
 
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+HintHashes = Optional[Tuple[str, str]]
+"""SHA-256 of a LiDAR hint's colours and mask files; None without a hint."""
 
 
 def fixer_identity(base: Optional[str], adapter: Optional[Path], variant: Optional[str], dtype: str, seed: int) -> Dict[str, Any]:
@@ -53,7 +47,8 @@ class FixManifest:
     fixer: Dict[str, Any]
     """The identity of the fixer that writes into the folder now."""
     outputs: Dict[str, Dict[str, Optional[str]]] = field(default_factory=dict)
-    """Output file name -> {"input", "reference", "output"} SHA-256 (reference None without one)."""
+    """Output file name -> {"input", "reference", "hint_image", "hint_mask", "output"} SHA-256 (reference
+    and hint None without them)."""
 
     @classmethod
     def open(cls, folder: Path, fixer: Dict[str, Any]) -> "FixManifest":
@@ -69,17 +64,23 @@ class FixManifest:
                 manifest.outputs = dict(data.get("outputs", {}))
         return manifest
 
-    def is_done(self, name: str, input_hash: str, reference_hash: Optional[str]) -> bool:
+    def is_done(self, name: str, input_hash: str, reference_hash: Optional[str], hint_hashes: HintHashes = None) -> bool:
         """Whether ``name`` in the folder is this fixer's output of exactly these inputs, unchanged since."""
         entry = self.outputs.get(name)
         out = self.folder / name
         if entry is None or not out.is_file():
             return False
-        return entry.get("input") == input_hash and entry.get("reference") == reference_hash and entry.get("output") == file_sha256(out)
+        hint_image, hint_mask = hint_hashes or (None, None)
+        same_inputs = entry.get("input") == input_hash and entry.get("reference") == reference_hash
+        same_hint = entry.get("hint_image") == hint_image and entry.get("hint_mask") == hint_mask
+        return same_inputs and same_hint and entry.get("output") == file_sha256(out)
 
-    def record(self, name: str, input_hash: str, reference_hash: Optional[str]) -> None:
+    def record(self, name: str, input_hash: str, reference_hash: Optional[str], hint_hashes: HintHashes = None) -> None:
         """Note that ``name`` was just written from these inputs."""
-        self.outputs[name] = {"input": input_hash, "reference": reference_hash, "output": file_sha256(self.folder / name)}
+        entry = {"input": input_hash, "reference": reference_hash}
+        if hint_hashes is not None:  # only with a hint, so manifests of runs without one read as before
+            entry.update(hint_image=hint_hashes[0], hint_mask=hint_hashes[1])
+        self.outputs[name] = {**entry, "output": file_sha256(self.folder / name)}
 
     def save(self) -> None:
         """Write the manifest (atomically)."""

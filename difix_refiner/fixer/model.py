@@ -198,7 +198,8 @@ class Fixer(nn.Module):
                 of either kind (adapter-only or whole).
             variant: ``difix`` or ``pix2pix-turbo``; with ``adapter`` it must match the saved one.
             config: config for a fresh (untrained) fixer; not allowed with ``adapter``.
-            local_files_only: never touch the network; default: on when ``HF_HUB_OFFLINE=1``.
+            local_files_only: never touch the network; default: on (a hub base must be in the local
+                cache: ``difix-refiner weights fetch sd-turbo`` puts SD-Turbo there).
             device, dtype: where to put the model.
         Raises:
             FixerWeightsError: weights missing, offline without a cached copy, or not fitting.

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_BASE = "stabilityai/sd-turbo"
+from difix_refiner.core.optional_weights import SD_TURBO_HUB_ID
+
+DEFAULT_BASE = SD_TURBO_HUB_ID
 
 # Tokens per prompt of the CLIP text encoder; the stored embedding of the tiny model uses
 # the same length so that every code path sees [1, 77, cross_attention_dim].

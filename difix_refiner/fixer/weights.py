@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
+from difix_refiner.core.optional_weights import hub_offline
 from difix_refiner.fixer.presets import DEFAULT_BASE, sd_scheduler_config
 
 CONFIG_NAME = "fixer_config.json"
@@ -47,35 +48,28 @@ class FixerWeightsError(InputError):
     """Weights could not be found or do not fit; the message says what and how to fix it."""
 
 
-def hub_offline() -> bool:
-    """True when the environment asks for no hub access (read at call time, not import time)."""
-    flags = ("HF_HUB_OFFLINE", "DIFFUSERS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return any(os.environ.get(f, "").strip().lower() in {"1", "true", "yes", "on"} for f in flags)
-
-
 def looks_like_hub_id(base: str) -> bool:
     """``org/name`` or ``name``; anything absolute, relative-dotted or deeper is a path."""
     return bool(_HUB_ID.match(base)) and not base.startswith((".", "~"))
 
 
 def _how_to_give_local(base: str) -> str:
+    from difix_refiner.core.optional_weights import SD_TURBO_HUB_ID, fetch_hint
+
+    fetch = f"Fetch it into the cache with `{fetch_hint('sd-turbo')}`, or d" if base == SD_TURBO_HUB_ID else "D"
     return (
-        f"Download it where there is network (e.g. `huggingface-cli download {base} --local-dir DIR`) "
+        f"{fetch}ownload it where there is network (e.g. `huggingface-cli download {base} --local-dir DIR`) "
         f"and pass the folder instead: Fixer.from_pretrained(base='DIR') or `--base DIR` "
         f"(a folder in the diffusers layout: {BASE_LAYOUT})."
     )
 
 
-HUB_PROBE_TIMEOUT_S = 5.0
-"""How long the start-up check waits for the hub before saying a base cannot be fetched."""
-
-
 def check_base_available(base: str, option: str = "--base") -> None:
-    """Fail at once, in one sentence, when ``base`` can be neither read locally nor fetched.
+    """Fail at once, in one sentence, when ``base`` cannot be read.
 
-    A local folder must exist; a hub id must be in the local Hugging Face cache, or (when offline mode
-    is off) answer the hub within :data:`HUB_PROBE_TIMEOUT_S` seconds. Called before training starts,
-    so a missing fixer does not surface at the first refine round.
+    A local folder must exist; a hub id must be in the local Hugging Face cache (nothing is downloaded
+    outside ``difix-refiner weights fetch``, so a hub id that is not there cannot load). Called before
+    training starts, so a missing fixer does not surface at the first refine round.
     """
     if base == "tiny" or Path(base).expanduser().exists():
         return
@@ -85,23 +79,8 @@ def check_base_available(base: str, option: str = "--base") -> None:
         raise FixerWeightsError(f"{option} {base}: no such file or folder (relative to {Path.cwd()})")
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(base, "unet/config.json")
-    if isinstance(cached, str):
-        return
-    if hub_offline():
-        raise FixerWeightsError(
-            f"{option} {base}: not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1). "
-            + _how_to_give_local(base)
-        )
-    from huggingface_hub import HfApi
-
-    try:
-        HfApi().model_info(base, timeout=HUB_PROBE_TIMEOUT_S)
-    except Exception as err:  # network, auth and not-found errors all mean "cannot fetch it now"
-        raise FixerWeightsError(
-            f"{option} {base}: not in the local Hugging Face cache and the hub did not answer ({_short(err)}). "
-            + _how_to_give_local(base)
-        ) from None
+    if not isinstance(try_to_load_from_cache(base, "unet/config.json"), str):
+        raise FixerWeightsError(f"{option} {base}: not in the local Hugging Face cache. " + _how_to_give_local(base))
 
 
 def _short(err: BaseException) -> str:
@@ -140,11 +119,12 @@ def _from_pretrained(cls: Any, what: str, base: str, subfolder: str, local_only:
                 f"({_short(err)}). Expected a folder in the diffusers layout: {BASE_LAYOUT}."
             )
         else:
-            why = (
-                "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local hub cache"
-                if local_only
-                else "it could not be fetched (no network?) and it is not in the local hub cache"
-            )
+            if not local_only:
+                why = "it could not be fetched (no network?) and it is not in the local hub cache"
+            elif hub_offline():
+                why = "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local hub cache"
+            else:
+                why = "it is not in the local hub cache (nothing is downloaded while loading)"
             msg = (
                 f"Could not load the {what} ({subfolder}/) of base model '{base}' from the Hugging Face hub: "
                 f"{why} [{_short(err)}]. {_how_to_give_local(base)}"
@@ -172,10 +152,14 @@ def write_prompt_embeds(path: str | os.PathLike, embeds: torch.Tensor) -> None:
 
 
 def load_base(base: str, *, local_files_only: bool | None = None) -> BaseComponents:
-    """Load VAE, UNet and scheduler of ``base`` (local diffusers folder or hub id)."""
+    """Load VAE, UNet and scheduler of ``base`` (local diffusers folder or hub id).
+
+    A hub id is read from the local Hugging Face cache only (``local_files_only`` defaults to True):
+    downloads happen only through ``difix-refiner weights fetch`` or on an explicit ``False``.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    local_only = hub_offline() if local_files_only is None else local_files_only
+    local_only = True if local_files_only is None else local_files_only
     base = str(base)
     folder = Path(base).expanduser()
     notes: list[str] = []

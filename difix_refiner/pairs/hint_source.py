@@ -110,7 +110,11 @@ def build_hint_source(
     Raises:
         InputError: no training frame has a LiDAR sweep.
     """
-    from difix_refiner.data.pandaset import load_camera, load_lidar_positions, load_lidar_sweeps
+    from difix_refiner.data.pandaset import (
+        load_camera,
+        load_lidar_positions,
+        load_lidar_sweeps,
+    )
 
     used, kept_out = hint_sweep_frames(frames, split, exclude_frames)
     sweeps = load_lidar_sweeps(Path(data), used) if used else {}

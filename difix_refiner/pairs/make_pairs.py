@@ -99,7 +99,11 @@ from difix_refiner.pairs.cycle import (
 )
 from difix_refiner.pairs.format import DEFAULT_PROMPT, validate_pairs, write_pairs
 from difix_refiner.pairs.frame_split import resolve_test_frames
-from difix_refiner.pairs.hint_source import DEFAULT_HINT_VOXEL_M, HintSource, build_hint_source
+from difix_refiner.pairs.hint_source import (
+    DEFAULT_HINT_VOXEL_M,
+    HintSource,
+    build_hint_source,
+)
 from difix_refiner.pairs.moving_masks import MovingObjectMasks
 from difix_refiner.pairs.runs import RunTrainer, TrainedRun
 from difix_refiner.pairs.underfit import (

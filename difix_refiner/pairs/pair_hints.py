@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from difix_refiner.core.atomic import atomic_path
-from difix_refiner.data.lidar_hint import LidarHint, hint_tensor
+from difix_refiner.data.lidar_hint import LidarHint
+from difix_refiner.fixer.hint_folder import read_hint_files
 
 
 def write_hint(hint: LidarHint, image_path: str | Path, mask_path: str | Path) -> tuple[Path, Path]:
@@ -31,11 +32,9 @@ def write_hint(hint: LidarHint, image_path: str | Path, mask_path: str | Path) -
 
 
 def load_hint(image_path: str | Path, mask_path: str | Path) -> torch.Tensor:
-    """A stored hint as the fixer's input: [4, H, W] float32, RGB in [0, 1] (0 where unknown) and the mask."""
-    with Image.open(image_path) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
-    with Image.open(mask_path) as im:
-        mask = np.asarray(im.convert("L")) >= 128  # [H, W]
-    if rgb.shape[:2] != mask.shape:
-        raise ValueError(f"hint '{image_path}' is {rgb.shape[1]}x{rgb.shape[0]} but its mask '{mask_path}' {mask.shape[1]}x{mask.shape[0]}")
-    return hint_tensor(rgb, mask)
+    """A stored hint as the fixer's input: [4, H, W] float32, RGB in [0, 1] (0 where unknown) and the mask.
+
+    The one reader of the stored format, :func:`difix_refiner.fixer.hint_folder.read_hint_files` (the
+    ``fix`` command reads hint folders with it too).
+    """
+    return read_hint_files(image_path, mask_path)

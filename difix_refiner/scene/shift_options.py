@@ -31,7 +31,7 @@ class ShiftOptions:
     camera: Optional[str] = None
     """Rig camera to shift (e.g. front_left_camera). Default: front_camera if the dataparser names cameras, else all images as one camera. The whole rig always moves together with the vehicle."""
     metres_per_scene_unit: Optional[float] = None
-    """Metres per scene unit. Read from the pandaset-data dataparser; required for other dataparsers (measure a known length, e.g. a 3.5 m lane, in the viewer)."""
+    """Metres per scene unit. Default: the value the run trained with (--pipeline.refine.metres-per-scene-unit, saved in its config.yml), else the pandaset-data dataparser's; other runs need it (measure a known length, e.g. a 3.5 m lane, in the viewer)."""
     yaw_toward_road: bool = False
     """Turn each shifted camera about the vertical so it looks at the recorded path --look-ahead-m metres ahead (a converging lane) instead of keeping the recorded heading (a parallel lane)."""
     look_ahead_m: float = DEFAULT_LOOK_AHEAD_M

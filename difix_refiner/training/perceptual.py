@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from difix_refiner.core import optional_weights
 from difix_refiner.core.errors import InputError
 
 # torchvision's file name for the ImageNet VGG16 weights (VGG16_Weights.IMAGENET1K_V1).
-TORCHVISION_VGG16_FILE = "vgg16-397923af.pth"
-DEFAULT_CLIP_HUB_ID = "openai/clip-vit-base-patch32"
+TORCHVISION_VGG16_FILE = optional_weights.vgg16_path().name
+DEFAULT_CLIP_HUB_ID = optional_weights.CLIP_HUB_ID
 
 # Index of each ReLU in torchvision's ``vgg16().features`` (configuration "D").
 VGG16_LAYER_INDEX: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22, "relu5_3": 29}
@@ -153,8 +154,8 @@ def _given_file(path: str | None, option: str, what: str) -> Path | None:
 
 
 def torchvision_vgg16_cache_path() -> Path:
-    """Where torchvision would have cached the ImageNet VGG16 weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_VGG16_FILE
+    """Where torchvision would have cached the ImageNet VGG16 weights (the registry's path)."""
+    return optional_weights.vgg16_path()
 
 
 def resolve_vgg_weights(config: PerceptualConfig) -> Path | None:
@@ -174,7 +175,7 @@ def _missing_vgg_message() -> str:
         f"VGG16 weights not found: perceptual.vgg_weights is not set and torchvision's cache "
         f"'{torchvision_vgg16_cache_path()}' does not exist or is not searched (nothing is downloaded). "
         f"Set perceptual.vgg_weights (--perceptual.vgg-weights) to a torchvision VGG16 state_dict "
-        f"file ({TORCHVISION_VGG16_FILE})."
+        f"file ({TORCHVISION_VGG16_FILE}), or fetch it there with `{optional_weights.fetch_hint('vgg16')}`."
     )
 
 
@@ -274,12 +275,7 @@ def build_vgg16(config: PerceptualConfig) -> VGG16Features:
 
 def lpips_package_weights() -> Path | None:
     """The VGG linear-layer file shipped inside the ``lpips`` pip package, if installed."""
-    try:
-        import lpips  # noqa: F401  (only to locate its data files)
-    except ImportError:
-        return None
-    p = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
-    return p if p.is_file() else None
+    return optional_weights.lpips_vgg_linear_path()
 
 
 def resolve_lpips_weights(config: PerceptualConfig) -> Path | None:
@@ -485,7 +481,7 @@ def _missing_clip_message(config: PerceptualConfig, detail: str = "") -> str:
     return (
         f"CLIP weights not found: {where}; nothing is downloaded{detail}. Set perceptual.clip_model "
         f"(--perceptual.clip-model) to a local folder with a transformers CLIPModel, e.g. a download of "
-        f"{DEFAULT_CLIP_HUB_ID}."
+        f"{DEFAULT_CLIP_HUB_ID} (`{optional_weights.fetch_hint('clip')}` puts it in the cache)."
     )
 
 

@@ -298,7 +298,7 @@ def test_fix_writes_fixed_frames_videos_sheet_and_manifest(tmp_path, monkeypatch
     assert fixed_sheet.height - top == 2 * (sheet.height - top)  # each offset, then its fixed row
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["fixer"] == {"base": "tiny", "adapter": None, "reference": True}
+    assert manifest["fixer"] == {"base": "tiny", "adapter": None, "reference": True, "hint": False}  # no hint channels
     assert manifest["contact_sheet_fixed"] == "contact_sheet_fixed.png"
     assert [(o["folder"], o["fixed_folder"]) for o in manifest["offsets"]] == [(n, n + "_fixed") for n in names]
 
@@ -356,6 +356,76 @@ def test_fix_input_errors_are_one_line(tmp_path, monkeypatch, config_file):
             run_cli(monkeypatch, pipeline, *base, "--output-dir", out, *extra)
         assert "\n" not in str(info.value.code)
         assert not out.exists()  # nothing written
+
+
+def with_seed_points(pipeline):
+    """Give the stand-in run LiDAR seed points: a coloured wall 20 m ahead of the drive, in scene units."""
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    ys, zs = np.meshgrid(np.arange(-8.0, 8.0, 0.2), np.arange(0.0, 3.2, 0.2), indexing="xy")
+    world = np.stack([np.full(ys.size, 20.0), ys.ravel(), zs.ravel()], axis=1)  # [N, 3] metres
+    transform, scale = outputs.dataparser_transform.double().numpy(), float(outputs.dataparser_scale)
+    scene = scale * (world @ transform[:, :3].T + transform[:, 3])
+    rgb = np.stack([(ys.ravel() + 8.0) * 15.0, zs.ravel() * 70.0, np.full(ys.size, 128.0)], axis=1)
+    outputs.metadata["points3D_xyz"] = torch.from_numpy(scene).float()
+    outputs.metadata["points3D_rgb"] = torch.from_numpy(rgb).float()
+    from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata
+
+    return hint_cloud_from_metadata(outputs.metadata)  # as stored (float32), the way the refine loop reads it
+
+
+@pytest.fixture(scope="module")
+def hint_fixer_dir(tmp_path_factory):
+    """A tiny fixer trained with hints (its hint convolution no longer zero), saved whole."""
+    from difix_refiner.fixer import Fixer
+
+    fixer = Fixer.tiny("difix", seed=0, hint_channels=4)
+    weight = fixer.hint_conv.conv.weight
+    with torch.no_grad():
+        weight.copy_(0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)))
+    return fixer.save_pretrained(tmp_path_factory.mktemp("hint_fixer") / "model")
+
+
+def test_fix_gives_a_hint_fixer_the_hint_of_each_shifted_camera(tmp_path, monkeypatch, config_file, hint_fixer_dir):
+    from difix_refiner.data.lidar_hint import LidarHint
+    from difix_refiner.distillation.pseudo_view_fidelity import view_hint
+    from difix_refiner.fixer import Fixer
+
+    pipeline, _ = stand_in_pipeline()
+    cloud = with_seed_points(pipeline)
+    given = []
+    original = Fixer.fix
+
+    def spy(self, images, refs=None, hint=None, **kw):
+        given.append(None if hint is None else hint.clone())
+        return original(self, images, refs, hint=hint, **kw)
+
+    monkeypatch.setattr(Fixer, "fix", spy)
+    out = tmp_path / "hinted"
+    args = ["--load-config", config_file, "--offsets", 1, "--frame-stride", 4, "--fix", "--fixer-base", hint_fixer_dir,
+            "--no-fixer-reference", "--fixer-device", "cpu", "--thumbnail-width", 32]  # fmt: skip
+    run_cli(monkeypatch, pipeline, *args, "--output-dir", out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fixer"]["hint"] is True
+    assert len(given) == 2 * 3 and all(h is not None for h in given)  # offsets +1 and 0, frames 0, 4, 8
+
+    # The hint of the +1 m camera of frame 4: the seed points rendered into exactly that camera.
+    entry = next(o for o in manifest["offsets"] if o["offset_m"] == 1.0)
+    pose = np.array(entry["camera_to_worlds"][1])  # frame 4
+    intrinsics = {"fx": 70.0, "fy": 71.0, "cx": 30.5, "cy": 17.0, "width": WIDTH, "height": HEIGHT}
+    hint = view_hint(cloud, pose, intrinsics, manifest["metres_per_scene_unit"])
+    assert isinstance(hint, LidarHint) and hint.coverage > 0.05
+    torch.testing.assert_close(given[1][0], hint.tensor())  # offsets left to right: +1 m first; frame 4 second
+    loaded = Fixer.from_pretrained(hint_fixer_dir)
+    unfixed = png(out / "offset_+1m/frame_00004.png")
+    want = fix_render(loaded, unfixed, None, hint.tensor())
+    np.testing.assert_array_equal(png(out / "offset_+1m_fixed/frame_00004.png"), want)
+    assert not np.array_equal(want, fix_render(loaded, unfixed, None))  # the hint matters
+
+    # --no-fixer-hint runs the same fixer without hints.
+    plain = tmp_path / "plain"
+    run_cli(monkeypatch, pipeline, *args, "--no-fixer-hint", "--output-dir", plain)
+    assert json.loads((plain / "manifest.json").read_text())["fixer"]["hint"] is False
+    np.testing.assert_array_equal(png(plain / "offset_+1m_fixed/frame_00004.png"), fix_render(loaded, unfixed, None))
 
 
 def test_render_recorded_renders_only_the_recorded_path(tmp_path, monkeypatch, config_file):

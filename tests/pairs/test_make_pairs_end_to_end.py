@@ -1,6 +1,6 @@
 """make-pairs end to end on CPU: every strategy on a slice of the bundled scene with tiny budgets.
 
-About 2 minutes on 2 CPU cores: three 4-iteration ns-train runs (base, sparse, the cycle's second
+About 2-3 minutes on 2 CPU cores: three 4-iteration ns-train runs (base, sparse, the cycle's second
 run) at quarter resolution with few LiDAR points on frames 40-47 (the car moves there; frames 46-47
 are the test split), then about 50 renders.
 """
@@ -17,6 +17,7 @@ from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT, pose_cos
 from difix_refiner.commands.make_pairs import MakePairsCommand
 from difix_refiner.core.errors import InputError
 from difix_refiner.pairs.format import read_pairs, validate_pairs
+from difix_refiner.pairs.pair_hints import load_hint
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pandaset_002"
@@ -56,7 +57,7 @@ def test_valid_difix_json_with_every_strategy(made):
     raw = json.loads((out / "pairs.json").read_text())
     for split in raw.values():
         for entry in split.values():
-            assert set(entry) == {"image", "target_image", "ref_image", "prompt"}
+            assert set(entry) == {"image", "target_image", "ref_image", "prompt", "hint_image", "hint_mask"}
             assert entry["prompt"] == "remove degradation"
             assert not Path(entry["image"]).is_absolute()  # relative to the JSON: the folder can move
     strategies = {r["strategy"] for r in manifest["pairs"].values()}
@@ -125,3 +126,37 @@ def test_refuses_existing_results(made):
     out, _ = made
     with pytest.raises(InputError, match="not empty; pass --overwrite"):
         MakePairsCommand(data=EXAMPLE, output_dir=out, iterations=3, device="cpu").main()
+
+
+def test_cross_camera_and_cycle_pairs_carry_hints_references_and_the_split(made):
+    out, manifest = made
+    hints = manifest["hints"]
+    assert hints["sweep_frames"] == [f for f in FRAMES if not TEST[0] <= f < TEST[1]]  # training sweeps only
+    assert set(range(*TEST)) <= set(hints["excluded_sweep_frames"])
+    assert hints["coloured_from"] == ["front_camera"] and hints["points"] > 0
+    by_view = {}
+    for strategy in ("cross-camera", "cycle"):
+        recs = {pid: r for pid, r in manifest["pairs"].items() if r["strategy"] == strategy}
+        assert {r["split"] for r in recs.values()} == {"train", "test"}, strategy
+        for pid, rec in recs.items():
+            assert rec["split"] == ("test" if TEST[0] <= rec["frame"] < TEST[1] else "train"), pid
+            assert rec["ref_image"] is not None, pid
+            assert (rec["ref_camera"], rec["ref_frame"]) != (rec["camera"], rec["frame"]), pid
+            assert (TEST[0] <= rec["ref_frame"] < TEST[1]) == (rec["split"] == "test"), pid
+            hint = load_hint(out / rec["hint_image"], out / rec["hint_mask"])  # [4, H, W]
+            assert tuple(hint.shape[1:]) == (rec["target_camera"]["height"], rec["target_camera"]["width"]), pid
+            assert abs(rec["hint_coverage"] - float(hint[3].mean())) < 1e-6, pid
+            assert rec["hint_coverage"] > 0.005, pid  # the LiDAR reaches every camera of the rig
+            by_view.setdefault((rec["camera"], rec["frame"]), set()).add(rec["hint_image"])
+            # The hint shows the scene the photo shows: its colours are closer to this photo than to the
+            # photo flipped left-right (the same colours, in the wrong places).
+            with Image.open(out / rec["target_image"]) as im:
+                photo = np.asarray(im.convert("RGB"), np.float32) / 255.0
+            valid = hint[3].numpy() > 0.5
+            rgb = hint[:3].permute(1, 2, 0).numpy()
+            assert np.abs(rgb - photo)[valid].mean() < np.abs(rgb - photo[:, ::-1])[valid].mean(), pid
+    assert all(len(paths) == 1 for paths in by_view.values())  # one hint per view, shared by its pairs
+    raw = json.loads((out / "pairs.json").read_text())
+    for split in raw.values():
+        for entry in split.values():
+            assert (out / entry["hint_image"]).is_file() and (out / entry["hint_mask"]).is_file()

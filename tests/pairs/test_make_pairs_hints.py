@@ -17,9 +17,18 @@ from difix_refiner.core.errors import InputError
 from difix_refiner.data.lidar_hint import HintSettings
 from difix_refiner.distillation.refine_config import RefineConfig
 from difix_refiner.pairs.collector import PairCollector
-from difix_refiner.pairs.format import PairDataset, read_pairs, validate_pairs, write_pairs
+from difix_refiner.pairs.format import (
+    PairDataset,
+    validate_pairs,
+    write_pairs,
+)
 from difix_refiner.pairs.frame_split import FrameSplit
-from difix_refiner.pairs.hint_source import HintSource, build_hint_source, hint_sweep_frames, view_geometry
+from difix_refiner.pairs.hint_source import (
+    HintSource,
+    build_hint_source,
+    hint_sweep_frames,
+    view_geometry,
+)
 from difix_refiner.pairs.make_pairs import MakePairsConfig, make_pairs
 from difix_refiner.pairs.moving_masks import MASKED_REFERENCE_GREY
 from difix_refiner.pairs.pair_hints import load_hint
