@@ -5,7 +5,7 @@ Plain numpy (no open3d): the bundled sweeps are already in world coordinates.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -49,6 +49,36 @@ def project(points: np.ndarray, c2w_opencv: np.ndarray, K: np.ndarray) -> Tuple[
     return uv, z
 
 
+PhotoPick = Callable[[PandasetCamera, int, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
+"""``pick(camera, image_index, candidates, gap) -> (point ids, pixels [M, 2])``: which candidate points
+(``candidates`` is a bool mask [N]) the photo colours, and at which pixels (x, y)."""
+
+
+def colour_from_nearest_photos(
+    points: np.ndarray, point_frames: np.ndarray, cameras: Sequence[PandasetCamera], max_frame_gap: int, pick: PhotoPick
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Colour each point from the photo closest in time (within ``max_frame_gap`` frames) that ``pick`` accepts.
+
+    Returns colours [N, 3] uint8 and a mask [N] of the points some photo coloured.
+    """
+    n = len(points)
+    colours = np.zeros((n, 3), dtype=np.uint8)
+    best_gap = np.full(n, np.inf)
+    for cam in cameras:
+        for i, frame in enumerate(cam.frame_indices):
+            gap = np.abs(point_frames - frame).astype(np.float64)  # [N]
+            cand = gap < np.minimum(best_gap, max_frame_gap + 1)  # [N]
+            if not cand.any():
+                continue
+            ids, px = pick(cam, i, cand, gap)
+            if len(ids) == 0:
+                continue
+            img = read_rgb(cam.image_paths[i])  # [H, W, 3]
+            colours[ids] = img[px[:, 1], px[:, 0]]
+            best_gap[ids] = gap[ids]
+    return colours, np.isfinite(best_gap)
+
+
 def colour_points(
     points: np.ndarray, point_frames: np.ndarray, cameras: Sequence[PandasetCamera], max_frame_gap: int = 10
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -57,25 +87,13 @@ def colour_points(
     Returns colours [N, 3] uint8 and a mask [N] of points that some camera saw; points no training
     camera saw within ``max_frame_gap`` frames of their sweep stay uncoloured (mask False).
     """
-    n = len(points)
-    colours = np.zeros((n, 3), dtype=np.uint8)
-    best_gap = np.full(n, np.inf)
-    for cam in cameras:
-        for i, frame in enumerate(cam.frame_indices):
-            gap = np.abs(point_frames - frame).astype(np.float64)
-            cand = gap < np.minimum(best_gap, max_frame_gap + 1)
-            if not cand.any():
-                continue
-            uv, z = project(points[cand], cam.c2w_opencv[i], cam.K)
-            inside = (z > 0.5) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
-            if not inside.any():
-                continue
-            img = read_rgb(cam.image_paths[i])  # [H, W, 3]
-            ids = np.flatnonzero(cand)[inside]
-            px = uv[inside].astype(np.int64)
-            colours[ids] = img[px[:, 1], px[:, 0]]
-            best_gap[ids] = gap[ids]
-    return colours, np.isfinite(best_gap)
+
+    def in_view(cam: PandasetCamera, i: int, cand: np.ndarray, gap: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        uv, z = project(points[cand], cam.c2w_opencv[i], cam.K)
+        inside = (z > 0.5) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+        return np.flatnonzero(cand)[inside], uv[inside].astype(np.int64)
+
+    return colour_from_nearest_photos(points, point_frames, cameras, max_frame_gap, in_view)
 
 
 def lidar_seed_points(

@@ -27,9 +27,13 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 
-from difix_refiner.data.lidar import aggregate_sweeps, project, voxel_downsample
+from difix_refiner.data.lidar import (
+    aggregate_sweeps,
+    colour_from_nearest_photos,
+    project,
+    voxel_downsample,
+)
 from difix_refiner.data.pandaset import OPENCV_TO_OPENGL, PandasetCamera
 
 HINT_CHANNELS = 4
@@ -221,36 +225,24 @@ def colour_points_visible(
     Returns:
         Colours [N, 3] uint8 and a mask [N] of the points some photo saw unoccluded.
     """
-    n = len(points)
-    colours = np.zeros((n, 3), dtype=np.uint8)
-    best_gap = np.full(n, np.inf)
-    for cam in cameras:
-        for i, frame in enumerate(cam.frame_indices):
-            gap = np.abs(point_frames - frame).astype(np.float64)
-            cand = gap < np.minimum(best_gap, max_frame_gap + 1)  # [N]
-            if not cand.any():
-                continue
-            near_time = np.flatnonzero((gap <= occluder_frames) | cand)  # candidates and occluders
-            uv, z = project(points[near_time], cam.c2w_opencv[i], cam.K)
-            occluders = gap[near_time] <= occluder_frames
-            depth = np.full((cam.height, cam.width), np.inf, dtype=np.float64)
-            pixel, src = _splat_nearest(uv[occluders], z[occluders], cam.width, cam.height, settings)
-            depth.reshape(-1)[pixel] = z[occluders][src]
-            nearest = min_filter(depth, settings.occlusion_radius_px)  # [H, W]
-            sel = cand[near_time]
-            ids, uv_c, z_c = near_time[sel], uv[sel], z[sel]
-            inside = (z_c >= settings.near) & (z_c <= settings.max_depth) & np.isfinite(uv_c).all(axis=1)
-            inside &= (uv_c[:, 0] >= 0) & (uv_c[:, 0] < cam.width) & (uv_c[:, 1] >= 0) & (uv_c[:, 1] < cam.height)
-            px = np.floor(uv_c[inside]).astype(np.int64)
-            front = nearest[px[:, 1], px[:, 0]]
-            seen = z_c[inside] <= front + settings.rel_tol * z_c[inside] + settings.abs_tol
-            if not seen.any():
-                continue
-            img = np.asarray(Image.open(cam.image_paths[i]).convert("RGB"))
-            hit = ids[inside][seen]
-            colours[hit] = img[px[seen, 1], px[seen, 0]]
-            best_gap[hit] = gap[hit]
-    return colours, np.isfinite(best_gap)
+
+    def unoccluded(cam: PandasetCamera, i: int, cand: np.ndarray, gap: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        near_time = np.flatnonzero((gap <= occluder_frames) | cand)  # candidates and occluders
+        uv, z = project(points[near_time], cam.c2w_opencv[i], cam.K)
+        occluders = gap[near_time] <= occluder_frames
+        depth = np.full((cam.height, cam.width), np.inf, dtype=np.float64)
+        pixel, src = _splat_nearest(uv[occluders], z[occluders], cam.width, cam.height, settings)
+        depth.reshape(-1)[pixel] = z[occluders][src]
+        nearest = min_filter(depth, settings.occlusion_radius_px)  # [H, W]
+        sel = cand[near_time]
+        ids, uv_c, z_c = near_time[sel], uv[sel], z[sel]
+        inside = (z_c >= settings.near) & (z_c <= settings.max_depth) & np.isfinite(uv_c).all(axis=1)
+        inside &= (uv_c[:, 0] >= 0) & (uv_c[:, 0] < cam.width) & (uv_c[:, 1] >= 0) & (uv_c[:, 1] < cam.height)
+        px = np.floor(uv_c[inside]).astype(np.int64)
+        seen = z_c[inside] <= nearest[px[:, 1], px[:, 0]] + settings.rel_tol * z_c[inside] + settings.abs_tol
+        return ids[inside][seen], px[seen]
+
+    return colour_from_nearest_photos(points, point_frames, cameras, max_frame_gap, unoccluded)
 
 
 def hint_cloud(
