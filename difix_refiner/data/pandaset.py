@@ -187,3 +187,14 @@ def load_lidar_sweeps(root: Path, frames: Sequence[int]) -> Dict[int, np.ndarray
 def load_lidar_positions(root: Path) -> np.ndarray:
     """LiDAR sensor centres per frame, world metres. # [F, 3]"""
     return read_poses(Path(root) / "lidar" / "poses.json")[:, :3, 3]
+
+
+def load_cuboids(root: Path, frame: int) -> List[dict]:
+    """The 3D boxes of one frame, ``annotations/cuboids/NN.json``: one dict per box with the release's flat
+    keys (``uuid``, ``label``, ``stationary``, ``position.x`` .. ``dimensions.z`` in world metres, ``yaw``
+    in radians; see the folder's README). :mod:`difix_refiner.data.boxes` turns them into geometry."""
+    path = Path(root) / "annotations" / "cuboids" / f"{int(frame):02d}.json"
+    records = _read_json(path)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PandasetFormatError(f"{path} must hold a list of boxes (one dict per box)")
+    return records
