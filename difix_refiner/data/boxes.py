@@ -192,14 +192,20 @@ def box_pixel_mask(
     Each box is clipped at ``near`` metres in front of the camera, so a box the camera sits in or next to
     still masks what it covers; a box wholly behind the camera masks nothing.
     """
+    return corners_pixel_mask(box_corners(boxes), c2w_opencv, K, width, height, near)
+
+
+def corners_pixel_mask(
+    corners: np.ndarray, c2w_opencv: np.ndarray, K: np.ndarray, width: int, height: int, near: float = NEAR_M
+) -> np.ndarray:
+    """:func:`box_pixel_mask` of boxes given by their corners ``[B, 8, 3]`` (as :func:`box_corners` orders
+    them), in any unit the camera pose shares (``near`` in that unit too). # [H, W] bool"""
     mask = np.zeros((int(height), int(width)), dtype=bool)
-    if not boxes:
-        return mask
     pose = np.asarray(c2w_opencv, dtype=np.float64)
     R, t = pose[:3, :3], pose[:3, 3]
     K = np.asarray(K, dtype=np.float64)
-    for corners in box_corners(boxes):  # [8, 3]
-        cam = (corners - t) @ R  # R^T (X - t), [8, 3]
+    for box in np.asarray(corners, dtype=np.float64).reshape(-1, 8, 3):  # [8, 3]
+        cam = (box - t) @ R  # R^T (X - t), [8, 3]
         verts = _clipped_vertices(cam, near)
         if len(verts) < 3:
             continue

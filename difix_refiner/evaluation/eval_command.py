@@ -32,6 +32,14 @@ be computed, with the reason under ``"skipped"``):
   - ``fid``, ``kid_mean``, ``kid_std``: against the run's training photos of the camera (and
     ``*_fixed`` for the fixed renders), only with ``--inception-weights``.
 
+LiDAR protocol and moving objects (``lidar_protocol``, ``moving_objects``, ``drive_extras``): the LiDAR
+metrics read only the run's evaluation sweeps (never trained on; ``info.lidar_sweeps`` lists them) with the
+points of moving objects removed; ``psnr`` of held-out and cross-camera views is the whole image and
+``psnr_static_pixels`` leaves the pixels of moving objects' boxes out; ``fixer_change_moving`` /
+``fixer_change_static`` (per offset) is the fixer's mean change inside / outside those boxes. Also written:
+``depth_contact_sheet.png`` (rendered depth on the path and shifted, evaluation LiDAR drawn over it) and
+``moving_object_masks.png`` (the masks of the middle sheet frame in every camera).
+
 The contact sheet (``contact_sheet.png``) has one column per sampled frame and these rows, top to
 bottom: the recorded photo; then for each run (``--load-config``, then ``--compare-config``): its
 render on the recorded path, its render shifted by ``--sheet-offset`` metres, and that shifted render
@@ -65,6 +73,9 @@ from difix_refiner.cameras.options import ShiftOptions
 from difix_refiner.cameras.run_data import InputError, load_run_config, recorded_images, validate_offsets
 from difix_refiner.evaluation import image_metrics as im
 from difix_refiner.evaluation import lidar_metrics as lm
+from difix_refiner.evaluation import lidar_protocol as lp
+from difix_refiner.evaluation.drive_extras import DriveExtras, run_masks, write_geometry_figures
+from difix_refiner.evaluation.moving_objects import StaticPixelScores
 from difix_refiner.evaluation.report import SheetRow, check_free, make_grid, write_report
 from difix_refiner.fixer.render_fixing import DEFAULT_FIXER, fix_render, load_fixer, read_photo
 
@@ -86,8 +97,9 @@ class EvalSettings:
     """Lateral offsets in metres of the shifted drives; positive = the vehicle's left (e.g. --offsets -2 -1 1 2)."""
     camera: Optional[str] = None
     """Rig camera whose drive is shifted (default: front_camera)."""
-    frame_stride: int = 5
-    """Shifted/recorded metrics use every n-th training frame of the camera."""
+    frame_stride: Optional[int] = None
+    """Shifted/recorded metrics use every n-th training frame of the camera; default: the run's
+    --lidar-eval-stride (the frames whose LiDAR sweeps it held back for evaluation), else 5."""
     heldout_stride: int = 1
     """Use every n-th of the held-out (every eval_interval-th) frames."""
     cross_camera_stride: int = 1
@@ -128,7 +140,7 @@ class EvalSettings:
         """Validate the settings; return the offsets."""
         offsets = validate_offsets(self.offsets)
         for name in ("frame_stride", "heldout_stride", "cross_camera_stride", "sheet_frames"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lidar_window < 0:
             raise InputError(f"--lidar-window must be >= 0, got {self.lidar_window}")
@@ -378,6 +390,8 @@ class RunEvaluation:
     """This run's contact-sheet rows (recorded render, shifted render, shifted + fixer)."""
     cross_camera: Dict[str, Dict[str, Dict[int, np.ndarray]]] = field(default_factory=dict)
     """Thumbnails of the sheet frames seen by each cross-camera view: ``{camera: {"photo" | "render": {frame: thumb}}}``."""
+    extras: Optional[DriveExtras] = None
+    """Depth contact sheet and moving-object data (``drive_extras.write_geometry_figures`` draws them)."""
 
 
 @contextlib.contextmanager
@@ -424,6 +438,7 @@ def _photo_metrics(
     per_camera = {}
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
+    static = StaticPixelScores(run_masks(run, [int(f) for _, fs in views for f in fs]))  # moving objects left out
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
         one = im.PhotoMetrics(lpips=lpips)
@@ -432,6 +447,7 @@ def _photo_metrics(
             render = render_camera(run.pipeline, cams[i : i + 1], mpsu)
             photo = read_photo(paths[i], w, h)
             scores = one.add(render.rgb, photo)
+            static.add(name, int(frames[i]), cams.camera_to_worlds[i].numpy(), camera_matrix(cams, i)[0], render.rgb, photo)
             if sheet is not None and int(frames[i]) in sheet[0]:
                 cells = sheet[2].setdefault(name, {"photo": {}, "render": {}})
                 cells["photo"][int(frames[i])] = thumbnail(photo, sheet[1])
@@ -447,11 +463,13 @@ def _photo_metrics(
                 fixed_metrics.add(fix_render(fixer, render.rgb, reference), photo)
             progress.advance(task)
         summary = one.summary()
+        summary.update(static.summary(name))
         summary["frames"] = [int(f) for f in frames]
         per_camera[name] = summary
         overall.lpips_skipped |= one.lpips_skipped
     result = overall.summary()
     result.setdefault("lpips", None)
+    result.update(static.summary())  # psnr is the whole image; psnr_static_pixels leaves moving objects out
     result["per_camera"] = per_camera
     result["fixed"] = None
     if fixed_metrics is not None:
@@ -460,7 +478,7 @@ def _photo_metrics(
 
 
 def _empty_photo_metrics() -> Dict[str, Any]:
-    return {"psnr": None, "ssim": None, "lpips": None, "num_views": 0, "per_camera": {}, "fixed": None}
+    return {"psnr": None, "ssim": None, "lpips": None, "psnr_static_pixels": None, "moving_pixel_fraction": None, "num_views": 0, "per_camera": {}, "fixed": None}
 
 
 def evaluate_run(
@@ -505,7 +523,7 @@ def evaluate_run(
     notes: List[str] = []
     # Resolved first so that an unknown --camera fails before any rendering.
     camera = recorded.resolve_camera(settings.camera)
-    selection = recorded.select(camera)[:: settings.frame_stride]  # [M] training-image indices
+    selection = lp.shifted_selection(recorded, camera, lp.frame_stride(settings.frame_stride, dp))  # [M] training-image indices
     frames = recorded.frame_indices[selection]  # [M]
 
     # ---- held-out photos -------------------------------------------------------------------
@@ -575,12 +593,14 @@ def evaluate_run(
             skipped["fid_kid"] = "FID/KID need at least 2 rendered frames per offset (lower --frame-stride)"
 
     recorded_metrics = drive.stats[0.0].summary(real_features, extractor, settings.seed)
+    recorded_metrics.update(drive.extras.offset_summary(0.0))
     recorded_metrics["photo_sharpness"] = im.mean_or_none(drive.photo_sharpness)
     shifted = {}
     for offset in sorted(offsets):
         entry = drive.stats[offset].summary(real_features, extractor, settings.seed)
         rec = recorded_metrics["sharpness"]
         entry["sharpness_ratio"] = None if not rec or entry["sharpness"] is None else entry["sharpness"] / rec
+        entry.update(drive.extras.offset_summary(offset))
         shifted[offset_key(offset)] = entry
 
     for note in notes:
@@ -602,6 +622,7 @@ def evaluate_run(
             "metres_per_scene_unit": mpsu,
             "lidar_data": str(drive.lidar_root),
             "lidar_window": settings.lidar_window,
+            "lidar_sweeps": drive.extras.lidar_sweeps,
             "visibility": dataclasses.asdict(visibility),
             "min_accumulation": settings.min_accumulation,
             "max_depth_m": settings.max_depth_m,
@@ -616,8 +637,9 @@ def evaluate_run(
     if drive.thumbs["fixed"]:
         rows.append((f"{label}\nshifted {shown:+g} m + fixer", drive.thumbs["fixed"]))
     return RunEvaluation(
-        label=label, metrics=metrics, sheet_frames=columns, photo_row=drive.photo_row, rows=rows, cross_camera=cross_cells
-    )
+        label=label, metrics=metrics, sheet_frames=columns, photo_row=drive.photo_row, rows=rows, cross_camera=cross_cells,
+        extras=drive.extras,
+    )  # fmt: skip
 
 
 @dataclass
@@ -672,6 +694,8 @@ class _DriveResult:
     """``recorded`` / ``shifted`` / ``fixed`` thumbnails per sheet frame."""
     notes: List[str]
     lidar_root: Path
+    extras: Optional[DriveExtras] = None
+    """Evaluation-sweep protocol, moving objects and the depth contact sheet (``drive_extras``)."""
 
 
 def _evaluate_drive(
@@ -712,6 +736,8 @@ def _evaluate_drive(
         sensors = load_lidar_positions(lidar_root)  # [F, 3]
     except PandasetFormatError as err:
         raise InputError(f"cannot read the LiDAR of {lidar_root}: {err}") from err
+    # Only the run's evaluation sweeps, without moving objects (lidar_protocol).
+    extras, sweeps = DriveExtras.start(run, sweeps, frames.tolist(), k, offsets, settings.thumbnail_width)
     visibility = settings.visibility()
 
     def to_world(pose: np.ndarray) -> np.ndarray:
@@ -724,6 +750,7 @@ def _evaluate_drive(
         thumbs={"recorded": {}, "shifted": {}, "fixed": {}},
         notes=[],
         lidar_root=lidar_root,
+        extras=extras,
     )
     without_lidar: List[int] = []
     width = settings.thumbnail_width
@@ -750,6 +777,7 @@ def _evaluate_drive(
             render = render_camera(run.pipeline, cam, mpsu)
             if render.rgb.shape[:2] != (h, w):
                 raise RuntimeError(f"the model rendered {render.rgb.shape[1]}x{render.rgb.shape[0]} for a {w}x{h} camera")
+            extras.on_render(frame, offset, pose, K, render)
             stats = result.stats[offset]
             stats.sharpness.append(im.laplacian_variance(render.rgb))
             if used:
@@ -759,13 +787,15 @@ def _evaluate_drive(
                     stats.depth.append(lm.depth_samples(view, render.depth_m, render.accumulation, settings.min_accumulation))
             fixed = None
             if fixer is not None:
-                fixed = fix_render(fixer, render.rgb, photo if settings.fixer_reference else None)
+                fixed = fix_render(fixer, render.rgb, extras.reference(photo, frame) if settings.fixer_reference else None)
                 stats.agreement.append(im.fixer_agreement(fixed, render.rgb))
+                extras.on_fixed(offset, fixed, render)
             if keep_renders:
                 stats.renders.append(render.rgb)
                 if fixed is not None:
                     stats.fixed.append(fixed)
             if frame in columns:
+                extras.on_sheet(frame, offset, render, view if used else None)
                 if offset == 0.0:
                     result.thumbs["recorded"][frame] = thumbnail(render.rgb, width)
                 elif np.isclose(offset, shown):
@@ -869,6 +899,7 @@ class EvalCommand(EvalSettings):
                 )  # fmt: skip
         metrics = runs[0].metrics if len(runs) == 1 else {r.label: r.metrics for r in runs}
         write_report(out, metrics, build_contact_sheet(runs), overwrite=self.overwrite)
+        write_geometry_figures(out, runs)  # depth_contact_sheet.png, moving_object_masks.png
         _print_summary(runs, out)
         return metrics
 

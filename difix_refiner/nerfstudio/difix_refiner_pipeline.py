@@ -46,6 +46,8 @@ from difix_refiner.nerfstudio.difix_refiner_datamanager import (
     PseudoViewSample,
 )
 from difix_refiner.nerfstudio.difix_refiner_model import DifixRefinerModelConfig
+from difix_refiner.nerfstudio.lidar_batch import record_sweep_split
+from difix_refiner.nerfstudio.moving_object_masks import pseudo_view_moving_mask, reference_moving_mask, without_moving
 from difix_refiner.nerfstudio.pseudo_views import (
     NovelCamera,
     PseudoViewRecord,
@@ -269,9 +271,11 @@ class DifixRefinerPipeline(VanillaPipeline):
     ) -> List[TrainingCallback]:
         """Model and datamanager callbacks, then the refine round (so the model's step is already current)."""
         callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:  # the LiDAR sweep split goes with the run's outputs
+            record_sweep_split(self.datamanager.train_dataparser_outputs.metadata, Path(trainer.base_dir))
         if not self.refine_active:
             return callbacks
-        trainer = training_callback_attributes.trainer
         if trainer is not None:
             self.set_run_dir(trainer.base_dir)
             self.refine_state.viewer_state = getattr(trainer, "viewer_state", None)
@@ -359,14 +363,25 @@ class DifixRefinerPipeline(VanillaPipeline):
         return {"rgb": outputs["rgb"], "accumulation": outputs["accumulation"]}
 
     def _reference_images(self, indices: List[int], height: int, width: int) -> torch.Tensor:
-        """Training images ``indices`` as ``[R, 3, H, W]`` floats in [0, 1], resized to the render's size."""
+        """Training images ``indices`` as ``[R, 3, H, W]`` floats in [0, 1], resized to the render's size, their
+        moving-object pixels replaced by the model's render of that camera (``moving_object_masks``)."""
+        from difix_refiner.fixer.reference_masking import mask_reference
+
         refs = []
+        metadata = self.datamanager.train_dataparser_outputs.metadata
         for i in indices:
             image = self.datamanager.cached_train[i]["image"][..., :3]  # [h, w, 3]
             image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
             image = image.permute(2, 0, 1)[None]  # [1, 3, h, w]
             if image.shape[-2:] != (height, width):
                 image = F.interpolate(image, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+            moving = reference_moving_mask(metadata, i, height, width)  # [H, W] or None
+            if moving is not None:
+                static = self.render_pseudo_view(self.datamanager.train_dataset.cameras[i : i + 1])["rgb"]  # [h, w, 3]
+                static = static.permute(2, 0, 1)[None].float()  # [1, 3, h, w]
+                if static.shape[-2:] != (height, width):
+                    static = F.interpolate(static, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+                image = mask_reference(image[0], moving, static[0])[None]
             refs.append(image[0].clamp(0.0, 1.0))
         return torch.stack(refs)  # [R, 3, H, W]
 
@@ -375,6 +390,10 @@ class DifixRefinerPipeline(VanillaPipeline):
         threshold = self.config.refine.alpha_mask_threshold
         # Thresholded from the stored 8-bit opacity, so fresh and reloaded views get the same mask.
         mask = (alpha.float() / 255.0 >= threshold)[..., None] if threshold > 0 else None  # [H, W, 1]
+        # Pixels where a moving object's box projects are left out too (moving_object_masks).
+        metadata = self.datamanager.train_dataparser_outputs.metadata
+        moving = pseudo_view_moving_mask(metadata, record.frame, record.pose(), record.intrinsics, self.refine_state.metres_per_scene_unit)
+        mask = without_moving(mask, moving)
         return PseudoViewSample(
             name=record.file, camera=self.make_camera(record.pose(), record.intrinsics), image=image, mask=mask
         )
