@@ -29,7 +29,7 @@ def depth_colours(depth_m: np.ndarray) -> np.ndarray:
 
     d = np.clip(np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=FAR_M, posinf=FAR_M), NEAR_M, FAR_M)
     t = 1.0 - (np.log(d) - np.log(NEAR_M)) / (np.log(FAR_M) - np.log(NEAR_M))  # 1 near, 0 far
-    return (colormaps["turbo"](t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    return (np.asarray(colormaps["turbo"](t))[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def depth_thumbnail(

@@ -497,6 +497,7 @@ def write_pandaset_folder(
     frames: Sequence[int],
     cameras: Dict[str, Dict[str, Any]],
     eval_copy_of: Optional[str] = None,
+    skip_sweeps: Sequence[int] = (),
 ) -> Dict[str, Any]:
     """Write rendered images as a PandaSet folder (the layout ``pandaset-data`` reads).
 
@@ -508,6 +509,7 @@ def write_pandaset_folder(
             OpenGL axes, "fx", "fy", "cx", "cy"}}``.
         eval_copy_of: Also write a copy of this camera as ``<name>_eval`` so that the new folder has
             a held-out camera and the run can train on every frame (pandaset-data needs an eval split).
+        skip_sweeps: Original frames whose LiDAR sweeps are not copied (the base run's evaluation sweeps).
 
     Returns:
         ``{"eval_camera": name or None, "frames": [...]}``.
@@ -558,7 +560,7 @@ def write_pandaset_folder(
         (lidar_dir / "poses.json").write_text(json.dumps([all_poses[f] for f in frames], indent=1))
         for j, f in enumerate(frames):
             sweep = Path(source) / "lidar" / f"{f:02d}.npz"
-            if sweep.is_file():  # PandaSet drops some sweeps; the dataparser skips missing ones
+            if sweep.is_file() and f not in set(skip_sweeps):  # PandaSet drops some sweeps; the dataparser skips missing ones
                 shutil.copyfile(sweep, lidar_dir / f"{j:02d}.npz")
         (tmp / "README.md").write_text(
             "Rendered by difix-refiner make-pairs (cycle strategy): shifted renders of a first run, in\n"
@@ -1088,7 +1090,8 @@ class MakePairsJob:
             for spec in per_camera.values():
                 spec["camera_to_world"] = np.stack(spec["camera_to_world"])
             folder = self.runs_dir / f"{label}-data"
-            info = write_pandaset_folder(folder, self.data, frames, per_camera, eval_copy_of=self.o.cameras[0])
+            held = (pipeline.datamanager.train_dataparser_outputs.metadata.get("lidar_sweep_split") or {}).get("eval", [])
+            info = write_pandaset_folder(folder, self.data, frames, per_camera, eval_copy_of=self.o.cameras[0], skip_sweeps=held)
             self.console.log(f"{label}: shifted renders written as a pandaset-data folder: {folder}")
             self.cycle_data[offset] = (folder, recorded, {"shifted_scene_poses": shifted, **info})
 
