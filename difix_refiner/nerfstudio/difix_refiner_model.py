@@ -55,6 +55,9 @@ class DifixRefinerModelConfig(SplatfactoModelConfig):
     """Weight of the LiDAR depth loss: mean |log rendered depth - log LiDAR depth| over the pixels of a
     real training image that hold one of its own sweep's returns (relative like depth AbsRel, unit-free).
     Only where the dataparser gives depth targets (pandaset-data: --depth-targets); 0 switches it off."""
+    depth_loss_accumulated: bool = False
+    """Compare the accumulated depth (expected depth times rendered opacity) with the LiDAR depth instead of
+    the expected depth: a return then also asks for an opaque surface at its pixel."""
 
 
 class DifixRefinerModel(SplatfactoModel):
@@ -151,7 +154,8 @@ class DifixRefinerModel(SplatfactoModel):
         targets = batch.get(DEPTH_KEY)
         if targets is not None and self.config.depth_loss_weight > 0 and outputs.get("depth") is not None:
             image_size = tuple(batch["image"].shape[:2])
-            loss_dict[DEPTH_LOSS] = self.config.depth_loss_weight * depth_loss(outputs["depth"], targets, image_size)
+            depth = outputs["depth"] * outputs["accumulation"] if self.config.depth_loss_accumulated else outputs["depth"]
+            loss_dict[DEPTH_LOSS] = self.config.depth_loss_weight * depth_loss(depth, targets, image_size)
         return loss_dict
 
     def render_view(
