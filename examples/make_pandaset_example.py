@@ -8,7 +8,13 @@ This is how the copy in the repository was made (it is committed, so users need 
 Images are downscaled 4x (1920x1080 -> 480x270) with area averaging and the intrinsics are
 divided by the same factor (nerfstudio and PandaSet both put pixel edges at integer coordinates,
 so a uniform rescale is exact). Each LiDAR sweep keeps a seeded random subset of its points.
-Poses and timestamps are copied unchanged.
+Poses and timestamps are copied unchanged. The 3D boxes (``annotations/cuboids/NN.json``) keep the keys
+the dataparser reads (``CUBOID_KEYS``), values rounded to millimetres, written compactly.
+
+The boxes were added to the committed copy later, with the same code on its own:
+
+    python examples/make_pandaset_example.py --source ../shared/data/pandaset_002 \
+        --output examples/pandaset_002 --only-annotations
 """
 
 from __future__ import annotations
@@ -22,6 +28,23 @@ import cv2
 import numpy as np
 
 CAMERAS = ("front_camera", "front_left_camera", "front_right_camera")
+CUBOID_KEYS = (
+    "uuid", "label", "stationary", "attributes.object_motion",
+    "position.x", "position.y", "position.z", "dimensions.x", "dimensions.y", "dimensions.z", "yaw",
+)  # fmt: skip
+"""Box keys kept in the bundled copy (the release's labelling metadata is dropped)."""
+
+
+def write_cuboids(source: Path, output: Path) -> None:
+    """Copy ``annotations/cuboids/NN.json`` with only ``CUBOID_KEYS``, numbers rounded to 3 decimals."""
+    dst = output / "annotations" / "cuboids"
+    dst.mkdir(parents=True)
+    for path in sorted((source / "annotations" / "cuboids").glob("*.json")):
+        boxes = json.loads(path.read_text())
+        kept = [
+            {k: round(b[k], 3) if isinstance(b[k], float) else b[k] for k in CUBOID_KEYS if k in b} for b in boxes
+        ]
+        (dst / path.name).write_text(json.dumps(kept, separators=(",", ":")))
 
 
 def main() -> None:
@@ -31,7 +54,22 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=4, help="integer downscale factor for the images")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the written images")
     parser.add_argument("--lidar-points", type=int, default=4000, help="points kept per LiDAR sweep")
+    parser.add_argument(
+        "--only-annotations", action="store_true", help="add annotations/ to an existing --output that has none"
+    )
     args = parser.parse_args()
+
+    if args.only_annotations:
+        if (args.output / "annotations").exists():
+            raise SystemExit(f"{args.output / 'annotations'} already exists; remove it first (this script never overwrites).")
+        tmp = args.output / ".annotations.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        write_cuboids(args.source, tmp)
+        (tmp / "annotations").rename(args.output / "annotations")
+        tmp.rmdir()
+        print(f"wrote {args.output / 'annotations'}")
+        return
 
     if args.output.exists():
         raise SystemExit(f"{args.output} already exists; remove it first (this script never overwrites).")
@@ -68,6 +106,7 @@ def main() -> None:
             sensor=data["sensor"][keep],
         )
     shutil.copytree(args.source / "meta", tmp / "meta")
+    write_cuboids(args.source, tmp)
     tmp.rename(args.output)
     print(f"wrote {args.output}")
 

@@ -21,7 +21,10 @@ class MakePairsCommand(MakePairsConfig):
     second run on those renders, render the recorded path back; pandaset-data only). Writes
     OUTPUT/pairs.json (Difix format), OUTPUT/manifest.json (per-pair cameras, references, PSNR),
     OUTPUT/images/ and keeps the ns-train runs under OUTPUT/runs/. Frames in --test-frames make test
-    pairs, all others train pairs; references are the nearest training photo in the same split.
+    pairs, all others train pairs; references are the nearest training photo in the same split. With
+    pandaset-data every pair carries the LiDAR hint of its camera (training sweeps only); --downscale-factors,
+    --iteration-counts and --every-camera repeat the strategies at several resolutions, training lengths
+    and for every camera of the rig.
     """
 
     def main(self) -> None:

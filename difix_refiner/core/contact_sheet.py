@@ -88,7 +88,7 @@ def make_contact_sheet(
 
 
 def make_row_sheet(
-    rows: Sequence[LabelledRow], frame_labels: Sequence[int], label_margin: Optional[int] = None
+    rows: Sequence[LabelledRow], frame_labels: Sequence[int], label_margin: Optional[int] = None, title: Optional[str] = None
 ) -> Image.Image:
     """Assemble a grid of labelled rows (top to bottom, in order) by frames (columns).
 
@@ -98,6 +98,7 @@ def make_row_sheet(
             the first one's size.
         frame_labels: Frame indices of the columns, in order.
         label_margin: Width in pixels of the label column; default ``max(140, thumbnail width / 2)``.
+        title: A line of text above the sheet.
     """
     rows = [LabelledRow(*row) for row in rows if row[1]]  # (label, thumbnails) pairs are rows too
     if not rows or not frame_labels:
@@ -106,6 +107,8 @@ def make_row_sheet(
     font = load_font(max(12, tw // 18))
     margin_left = max(140, tw // 2) if label_margin is None else label_margin
     header = max(28, th // 6)
+    top = header if title else 0  # a title line above the frame labels
+    header += top
     pad = 4
     width = margin_left + len(frame_labels) * (tw + pad) + pad
     height = header + len(rows) * (th + pad) + pad
@@ -113,7 +116,9 @@ def make_row_sheet(
     draw = ImageDraw.Draw(sheet)
     for c, frame in enumerate(frame_labels):
         x = margin_left + pad + c * (tw + pad)
-        draw.text((x + 4, header // 4), f"frame {frame}", fill=TEXT, font=font)
+        draw.text((x + 4, top + (header - top) // 4), f"frame {frame}", fill=TEXT, font=font)
+    if title:
+        draw.text((8, top // 4), title, fill=TEXT, font=font)
     for r, row in enumerate(rows):
         y = header + pad + r * (th + pad)
         colour = RECORDED_TEXT if row.recorded else TEXT

@@ -28,6 +28,12 @@ from PIL import Image
 
 from difix_refiner.core import atomic
 from difix_refiner.data.lidar import lidar_seed_points
+from difix_refiner.data.lidar_supervision import (
+    TrainingLidar,
+    load_training_lidar,
+    sweep_split_for,
+    training_metadata,
+)
 from difix_refiner.data.pandaset import (
     CAMERA_NAMES,
     PandasetCamera,
@@ -35,7 +41,6 @@ from difix_refiner.data.pandaset import (
     list_frames,
     load_camera,
     load_lidar_positions,
-    load_lidar_sweeps,
 )
 from difix_refiner.data.pandaset_checks import (
     check_is_pandaset_folder,
@@ -84,6 +89,21 @@ class PandasetDataParserConfig(DataParserConfig):
     """Decode every image (all its pixels) at load time, so a truncated or damaged file is reported by name
     before training starts; False reads only the first image's header per camera (a damaged image then
     fails when it is loaded, also by name)."""
+    lidar_eval_stride: int = 4
+    """LiDAR sweeps kept as evaluation truth: those of every n-th training frame of the evaluated camera
+    (front_camera, else the first), the frames `difix-refiner eval --frame-stride n` renders. They never
+    seed, supervise depth, hint the fixer or make training pairs; 0 keeps none (every sweep trains)."""
+    lidar_eval_frames: Optional[Tuple[int, ...]] = None
+    """Evaluation sweeps given as frame indices instead (overrides lidar_eval_stride)."""
+    depth_targets: bool = True
+    """Give every training image the LiDAR returns of its own (training) sweep, projected into its camera,
+    as sparse depth targets for the model's depth loss (--pipeline.model.depth-loss-weight)."""
+    moving_objects: Literal["mask", "keep"] = "mask"
+    """With box annotations (annotations/cuboids): 'mask' removes the points of objects that are not
+    stationary from the seeds and depth targets and masks their pixels out of the losses; 'keep' trains on
+    them like on the static scene."""
+    moving_object_margin: float = 0.3
+    """Metres added on every side of a moving object's box before its points and pixels are removed."""
 
 
 def _cache_root() -> Path:
@@ -143,6 +163,10 @@ class PandasetDataParser(DataParser):
             raise PandasetFormatError(f"train_stride must be >= 1, got {self.config.train_stride}")
         if self.config.eval_interval < 2 and "interval" in self.config.eval_mode:
             raise PandasetFormatError(f"eval_interval must be >= 2, got {self.config.eval_interval}")
+        if self.config.lidar_eval_stride < 0:
+            raise PandasetFormatError(f"lidar_eval_stride must be >= 0, got {self.config.lidar_eval_stride}")
+        if self.config.moving_object_margin < 0:
+            raise PandasetFormatError(f"moving_object_margin must be >= 0 metres, got {self.config.moving_object_margin}")
 
     def _split_views(self, split: str, frames: np.ndarray) -> List[Tuple[str, np.ndarray]]:
         """(camera name, frame indices) pairs that make up a split."""
@@ -216,8 +240,19 @@ class PandasetDataParser(DataParser):
             "frame_indices": [int(f) for c in cams for f in c.frame_indices],
             "timestamps": [float(t) for c in cams for t in c.timestamps],
         }
+        cfg = self.config
+        has_lidar = (cfg.data / "lidar").is_dir()
+        if has_lidar:
+            sweep_split = sweep_split_for(
+                cfg.data, frames, self._split_views("train", frames), cfg.cameras, cfg.lidar_eval_stride, cfg.lidar_eval_frames
+            )
+            metadata["lidar_sweep_split"] = sweep_split.as_dict()
+        lidar = None
+        if has_lidar and split == "train" and (cfg.load_lidar or cfg.depth_targets):
+            lidar = load_training_lidar(cfg.data, frames, sweep_split, cfg.moving_objects, cfg.moving_object_margin)
+            metadata.update(training_metadata(lidar, cams, d, transform[:, 3], scale, cfg.depth_targets))
         if self.config.load_lidar and split == "train":  # only training seeds the Gaussians
-            pts, rgb = self._seed_points(frames)
+            pts, rgb = self._seed_points(frames, lidar)
             metadata["points3D_xyz"] = torch.from_numpy((pts + transform[:, 3]) * scale).float()
             metadata["points3D_rgb"] = torch.from_numpy(rgb.astype(np.float32))
 
@@ -233,12 +268,15 @@ class PandasetDataParser(DataParser):
             dataparser_scale=scale,
         )
 
-    def _seed_points(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """LiDAR points of the frame range, coloured from the training views only (no eval leakage)."""
+    def _seed_points(self, frames: np.ndarray, lidar: Optional[TrainingLidar]) -> Tuple[np.ndarray, np.ndarray]:
+        """LiDAR points of the frame range's training sweeps (no evaluation sweep, no moving object),
+        coloured from the training views only (no eval leakage)."""
         train_cams = [
             load_camera(self.config.data, n, f, verify_images=False) for n, f in self._split_views("train", frames)
         ]
-        sweeps = load_lidar_sweeps(self.config.data, frames)
+        if lidar is None:
+            raise PandasetFormatError(f"missing LiDAR folder: {self.config.data / 'lidar'} (or pass --load-lidar False)")
+        sweeps = lidar.sweeps
         if not sweeps:
             raise PandasetFormatError(f"no LiDAR sweeps for frames {frames[0]}..{frames[-1]} in {self.config.data / 'lidar'}")
         pts, rgb = lidar_seed_points(
@@ -248,7 +286,10 @@ class PandasetDataParser(DataParser):
             voxel_size=self.config.lidar_voxel_size,
             max_points=self.config.lidar_max_points,
         )
-        CONSOLE.log(f"pandaset-data: {len(pts)} LiDAR seed points from {len(sweeps)} sweeps")
+        CONSOLE.log(
+            f"pandaset-data: {len(pts)} LiDAR seed points from {len(sweeps)} training sweeps "
+            f"({len(lidar.split.eval)} evaluation sweeps held back; moving objects: {lidar.moving_objects})"
+        )
         return pts, rgb
 
 

@@ -19,6 +19,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import (
 )
 
 from difix_refiner.distillation.image_dataset import NamedImageDataset
+from difix_refiner.scene.lidar_batch import add_lidar_entries
 
 PSEUDO_VIEW_KEY = "pseudo_view"
 """Batch key present (holding the view's file name) when a training batch is a pseudo view."""
@@ -90,7 +91,9 @@ class DifixRefinerDatamanager(FullImageDatamanager[NamedImageDataset]):
         if self.pseudo_views and self.pseudo_view_fraction > 0.0:
             if self._pseudo_rng.random() < self.pseudo_view_fraction:
                 return self.next_pseudo_view()
-        return super().next_train(step)
+        camera, data = super().next_train(step)
+        # LiDAR depth targets and moving-object masks of this image, when the dataparser gives them.
+        return camera, add_lidar_entries(data, self.train_dataparser_outputs.metadata, self.device)
 
     def next_pseudo_view(self) -> Tuple[Cameras, Dict]:
         """The next pseudo view, each once per epoch in a seeded random order."""

@@ -58,6 +58,11 @@ from difix_refiner.distillation.datamanager import (
 )
 from difix_refiner.distillation.fixer_fit_check import FitCheck
 from difix_refiner.distillation.frame_counts import too_few_training_frames
+from difix_refiner.distillation.moving_object_masks import (
+    pseudo_view_moving_mask,
+    reference_moving_mask,
+    without_moving,
+)
 from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata
 from difix_refiner.distillation.pseudo_views import (
     NovelCamera,
@@ -69,6 +74,7 @@ from difix_refiner.distillation.pseudo_views import (
 )
 from difix_refiner.distillation.refine_config import RefineConfig
 from difix_refiner.distillation.refine_fidelity import RefineFidelityHooks
+from difix_refiner.scene.lidar_batch import record_sweep_split
 from difix_refiner.scene.model import DifixRefinerModelConfig
 from difix_refiner.scene.trained_run import RecordedImages, recorded_images
 
@@ -281,6 +287,8 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
         """Model and datamanager callbacks, then the refine round (so the model's step is already current)."""
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
+        if trainer is not None:  # the LiDAR sweep split goes with the run's outputs
+            record_sweep_split(self.datamanager.train_dataparser_outputs.metadata, Path(trainer.base_dir))
         if self.refine_active:
             if trainer is not None:
                 self.set_run_dir(trainer.base_dir)
@@ -379,14 +387,25 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
         return {"rgb": outputs["rgb"], "accumulation": outputs["accumulation"]}
 
     def _reference_images(self, indices: List[int], height: int, width: int) -> torch.Tensor:
-        """Training images ``indices`` as ``[R, 3, H, W]`` floats in [0, 1], resized to the render's size."""
+        """Training images ``indices`` as ``[R, 3, H, W]`` floats in [0, 1], resized to the render's size, their
+        moving-object pixels replaced by the model's render of that camera (``moving_object_masks``)."""
+        from difix_refiner.fixer.reference_masking import mask_reference
+
         refs = []
+        metadata = self.datamanager.train_dataparser_outputs.metadata
         for i in indices:
             image = self.datamanager.cached_train[i]["image"][..., :3]  # [h, w, 3]
             image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
             image = image.permute(2, 0, 1)[None]  # [1, 3, h, w]
             if image.shape[-2:] != (height, width):
                 image = F.interpolate(image, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+            moving = reference_moving_mask(metadata, i, height, width)  # [H, W] or None
+            if moving is not None:
+                static = self.render_pseudo_view(self.datamanager.train_dataset.cameras[i : i + 1])["rgb"]  # [h, w, 3]
+                static = static.permute(2, 0, 1)[None].float()  # [1, 3, h, w]
+                if static.shape[-2:] != (height, width):
+                    static = F.interpolate(static, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+                image = mask_reference(image[0], moving, static[0])[None]
             refs.append(image[0].clamp(0.0, 1.0))
         return torch.stack(refs)  # [R, 3, H, W]
 
@@ -399,6 +418,10 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
         if weight is not None:  # fidelity weighting: [H, W, 1] floats in [0, 1]
             w = torch.from_numpy(weight).float()[..., None] / 255.0
             mask = w if mask is None else mask.float() * w
+        # Pixels where a moving object's box projects are left out too (moving_object_masks).
+        metadata = self.datamanager.train_dataparser_outputs.metadata
+        moving = pseudo_view_moving_mask(metadata, record.frame, record.pose(), record.intrinsics, self.refine_state.metres_per_scene_unit)
+        mask = without_moving(mask, moving)
         return PseudoViewSample(
             name=record.file, camera=self.make_camera(record.pose(), record.intrinsics), image=image, mask=mask
         )

@@ -25,6 +25,7 @@ from difix_refiner.evaluation.contact_sheets import (
     build_contact_sheet,
     build_cross_camera_sheet,
 )
+from difix_refiner.evaluation.drive_extras import write_geometry_figures
 from difix_refiner.evaluation.evaluate_run import RunEvaluation, evaluate_run
 from difix_refiner.evaluation.report import write_report
 from difix_refiner.evaluation.settings import EvalSettings
@@ -57,7 +58,9 @@ class DemoConfig(FixerOptions):
     options choose the refiner's fixer, which also makes the '+ fixer' rows (default: examples/fixer-small
     on cpu, the preset's stabilityai/sd-turbo on cuda). The report folder
     (--output-dir/report) holds metrics.json, a contact sheet (photo | recorded render | shifted render |
-    shifted + fixer, for both runs), one of the side cameras (photo | baseline | refiner), a plot of the
+    shifted + fixer, for both runs), one of the side cameras (photo | baseline | refiner), a depth contact
+    sheet (rendered depth on the path and at the largest offsets, evaluation LiDAR drawn over it), the
+    moving-object masks of one frame, a plot of the
     eval-split metrics over training, a bar chart of the final metrics and the full evaluation
     (report/eval/metrics.json)."""
 
@@ -126,7 +129,7 @@ def run_demo(config: DemoConfig) -> Dict[str, Dict[str, Any]]:
     print_table(summary)
     CONSOLE.print(
         f"Report written to {report} (metrics.json, contact_sheet.png, contact_sheet_cross_camera.png, "
-        "metrics_over_training.png)"
+        "depth_contact_sheet.png, moving_object_masks.png, metrics_over_training.png)"
     )
     return summary
 
@@ -263,6 +266,7 @@ def evaluate_both(config: DemoConfig, fixer: Any, out: Path) -> Dict[str, RunEva
     write_report(out, full, build_contact_sheet(list(evaluations.values())))
     with atomic.atomic_path(out.parent / "contact_sheet.png") as tmp:
         shutil.copyfile(out / "contact_sheet.png", tmp)
+    write_geometry_figures(out.parent, list(evaluations.values()))  # depth contact sheet, moving-object masks
     cross = build_cross_camera_sheet(list(evaluations.values()))
     if cross is not None:
         with atomic.atomic_path(out.parent / "contact_sheet_cross_camera.png") as tmp:
@@ -286,6 +290,9 @@ def summarise(metrics: Dict[str, Any], run: ChildRun) -> Dict[str, Any]:
         # The same views after the fixer (the Difix3D+ "+" step): extra keys next to the documented ones.
         "heldout_fixed": photo(metrics["heldout"].get("fixed")),
         "cross_camera_fixed": photo(metrics["cross_camera"].get("fixed")),
+        # Photo PSNR over the pixels no moving object's box covers (psnr above is the whole image).
+        "heldout_static": {"psnr": metrics["heldout"].get("psnr_static_pixels")},
+        "cross_camera_static": {"psnr": metrics["cross_camera"].get("psnr_static_pixels")},
         "shifted": {
             key: {k: entry[k] for k in ("lidar_psnr", "depth_absrel", "depth_rmse")}
             for key, entry in metrics["shifted"].items()
@@ -323,6 +330,8 @@ def table_rows(summary: Dict[str, Dict[str, Any]]) -> List[Tuple[str, str, bool]
         ("held-out front PSNR, + fixer", "heldout_fixed.psnr", True),
         ("cross-camera PSNR, + fixer", "cross_camera_fixed.psnr", True),
         ("cross-camera SSIM, + fixer", "cross_camera_fixed.ssim", True),
+        ("held-out front PSNR, moving objects left out", "heldout_static.psnr", True),
+        ("cross-camera PSNR, moving objects left out", "cross_camera_static.psnr", True),
     ]
     for key in sorted(summary[RUNS[0]]["shifted"], key=float):
         rows += [

@@ -68,6 +68,8 @@ from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import LabelledRow, sample_positions
 from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import NoProgress
+from difix_refiner.evaluation import lidar_protocol as lp
+from difix_refiner.evaluation.drive_extras import DriveExtras
 from difix_refiner.evaluation.photo_metrics import (
     ViewCells,
     score_heldout_and_cross_camera,
@@ -99,6 +101,8 @@ class RunEvaluation:
     """This run's contact-sheet rows (recorded render, shifted render, shifted + fixer)."""
     cross_camera: ViewCells = field(default_factory=dict)
     """Thumbnails of the sheet frames seen by each cross-camera view: ``{camera: {"photo" | "render": {frame: thumb}}}``."""
+    extras: Optional[DriveExtras] = None
+    """Depth contact sheet and moving-object data (``drive_extras.write_geometry_figures`` draws them)."""
 
 
 def _seed_everything(seed: int) -> None:
@@ -150,6 +154,7 @@ def _info(
         "metres_per_scene_unit": run.recorded.metres_per_scene_unit,
         "lidar_data": str(drive.lidar_root),
         "lidar_window": settings.lidar_window,
+        "lidar_sweeps": drive.extras.lidar_sweeps,
         "visibility": dataclasses.asdict(settings.visibility()),
         "min_accumulation": settings.min_accumulation,
         "max_depth_m": settings.max_depth_m,
@@ -203,7 +208,8 @@ def evaluate_run(
     recorded = run.recorded
     # Resolved first so that an unknown --camera fails before any rendering.
     camera = recorded.resolve_camera(settings.camera)
-    selection = recorded.select(camera)[:: settings.frame_stride]  # [M] training-image indices
+    dp = run.config.pipeline.datamanager.dataparser
+    selection = lp.shifted_selection(recorded, camera, lp.frame_stride(settings.frame_stride, dp))  # [M] training-image indices
     frames = recorded.frame_indices[selection]  # [M]
     if sheet_frames is None:
         columns = [int(frames[p]) for p in sample_positions(len(frames), settings.sheet_frames)]
@@ -241,5 +247,5 @@ def evaluate_run(
     }
     return RunEvaluation(
         label=label, metrics=metrics, sheet_frames=columns, photo_row=drive.photo_row,
-        rows=_sheet_rows(label, drive, shown), cross_camera=photos.cross_cells,
+        rows=_sheet_rows(label, drive, shown), cross_camera=photos.cross_cells, extras=drive.extras,
     )  # fmt: skip

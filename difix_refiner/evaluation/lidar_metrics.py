@@ -2,7 +2,7 @@
 
 Shifted cameras (the drive moved sideways by some metres) have no ground-truth image, but the LiDAR
 points are measured in the world frame and can be projected into any virtual camera. This module is
-plain numpy and knows nothing about nerfstudio; ``eval_command`` feeds it renders and cameras.
+plain numpy and knows nothing about nerfstudio; ``evaluation.shifted`` feeds it renders and cameras.
 
 Conventions:
 

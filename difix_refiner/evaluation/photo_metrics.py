@@ -15,6 +15,8 @@ import numpy as np
 from difix_refiner.cameras.reference_views import nearest_reference
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
+from difix_refiner.evaluation.drive_extras import run_masks
+from difix_refiner.evaluation.moving_objects import StaticPixelScores
 from difix_refiner.evaluation.runs import (
     LoadedRun,
     camera_matrix,
@@ -65,6 +67,7 @@ def score_views(
     per_camera = {}
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
+    static = StaticPixelScores(run_masks(run, [int(f) for _, fs in views for f in fs]))  # moving objects left out
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
         one = im.PhotoMetrics(lpips=lpips)
@@ -73,6 +76,7 @@ def score_views(
             render = render_camera(run.pipeline, cams[i : i + 1], mpsu)
             photo = read_photo(paths[i], w, h)
             scores = one.add(render.rgb, photo)
+            static.add(name, int(frames[i]), cams.camera_to_worlds[i].numpy(), camera_matrix(cams, i)[0], render.rgb, photo)
             if sheet is not None and int(frames[i]) in sheet.frames:
                 cells = sheet.cells.setdefault(name, {"photo": {}, "render": {}})
                 cells["photo"][int(frames[i])] = thumbnail(photo, sheet.width)
@@ -88,11 +92,13 @@ def score_views(
                 fixed_metrics.add(fix_render(fixer, render.rgb, reference), photo)
             progress.advance(task)
         summary = one.summary()
+        summary.update(static.summary(name))
         summary["frames"] = [int(f) for f in frames]
         per_camera[name] = summary
         overall.lpips_skipped |= one.lpips_skipped
     result = overall.summary()
     result.setdefault("lpips", None)
+    result.update(static.summary())  # psnr is the whole image; psnr_static_pixels leaves moving objects out
     result["per_camera"] = per_camera
     result["fixed"] = None
     if fixed_metrics is not None:
@@ -102,7 +108,10 @@ def score_views(
 
 def empty_photo_metrics() -> Dict[str, Any]:
     """The entry of a view set with nothing to score."""
-    return {"psnr": None, "ssim": None, "lpips": None, "num_views": 0, "per_camera": {}, "fixed": None}
+    return {
+        "psnr": None, "ssim": None, "lpips": None, "psnr_static_pixels": None, "moving_pixel_fraction": None,
+        "num_views": 0, "per_camera": {}, "fixed": None,
+    }  # fmt: skip
 
 
 @dataclass

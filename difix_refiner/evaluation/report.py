@@ -17,6 +17,7 @@ from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import progress_bar
 from difix_refiner.evaluation.contact_sheets import build_contact_sheet
+from difix_refiner.evaluation.drive_extras import write_geometry_figures
 from difix_refiner.evaluation.evaluate_run import RunEvaluation, evaluate_run
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.options import FixerOptions
@@ -101,6 +102,7 @@ def evaluate_and_report(config: EvalConfig) -> Dict[str, Any]:
             )  # fmt: skip
     metrics = runs[0].metrics if len(runs) == 1 else {r.label: r.metrics for r in runs}
     write_report(out, metrics, build_contact_sheet(runs), overwrite=config.overwrite)
+    write_geometry_figures(out, runs)  # depth_contact_sheet.png, moving_object_masks.png
     print_summary(runs, out)
     return metrics
 

@@ -21,8 +21,9 @@ class EvalSettings:
     """Lateral offsets in metres of the shifted drives; positive = the vehicle's left (e.g. --offsets -2 -1 1 2)."""
     camera: Optional[str] = None
     """Rig camera whose drive is shifted (default: front_camera)."""
-    frame_stride: int = 5
-    """Shifted/recorded metrics use every n-th training frame of the camera."""
+    frame_stride: Optional[int] = None
+    """Shifted/recorded metrics use every n-th training frame of the camera; default: the run's
+    --lidar-eval-stride (the frames whose LiDAR sweeps it held back for evaluation), else 5."""
     heldout_stride: int = 1
     """Use every n-th of the held-out (every eval_interval-th) frames."""
     cross_camera_stride: int = 1
@@ -64,7 +65,7 @@ class EvalSettings:
         """Validate the settings; return the offsets."""
         offsets = validate_offsets(self.offsets)
         for name in ("frame_stride", "heldout_stride", "cross_camera_stride", "sheet_frames"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lidar_window < 0:
             raise InputError(f"--lidar-window must be >= 0, got {self.lidar_window}")

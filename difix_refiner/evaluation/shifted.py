@@ -18,6 +18,7 @@ from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
 from difix_refiner.core.errors import InputError
 from difix_refiner.evaluation import lidar_metrics as lm
+from difix_refiner.evaluation.drive_extras import DriveExtras
 from difix_refiner.evaluation.runs import LoadedRun, camera_matrix
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
@@ -92,6 +93,8 @@ class DriveResult:
     """Frames without LiDAR, for the warnings."""
     lidar_root: Path
     """The PandaSet folder whose LiDAR sweeps were used."""
+    extras: Optional[DriveExtras] = None
+    """Evaluation-sweep protocol, moving objects and the depth contact sheet (``drive_extras``)."""
 
 
 @dataclass
@@ -179,6 +182,8 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
     lidar_root = Path(settings.lidar_data) if settings.lidar_data is not None else run.data
     k = settings.lidar_window
     sweeps, sensors = _load_lidar(lidar_root, frames, k)
+    # Only the run's evaluation sweeps, without moving objects (lidar_protocol).
+    extras, sweeps = DriveExtras.start(run, sweeps, frames.tolist(), k, plan.offsets, settings.thumbnail_width)
     visibility = settings.visibility()
 
     def to_world(pose: np.ndarray) -> np.ndarray:
@@ -191,6 +196,7 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
         thumbs={"recorded": {}, "shifted": {}, "fixed": {}},
         notes=[],
         lidar_root=lidar_root,
+        extras=extras,
     )
     without_lidar: List[int] = []
     width = settings.thumbnail_width
@@ -210,8 +216,10 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
             render = render_camera(run.pipeline, _shifted_camera(train_cams, m, pose), mpsu)
             if render.rgb.shape[:2] != (h, w):
                 raise RuntimeError(f"the model rendered {render.rgb.shape[1]}x{render.rgb.shape[0]} for a {w}x{h} camera")
+            extras.on_render(frame, offset, pose, K, render)
             stats = result.stats[offset]
             stats.sharpness.append(im.laplacian_variance(render.rgb))
+            view = None
             if used:
                 view = lm.project_points(points, to_world(pose), K, w, h, visibility, max_depth=settings.max_depth_m)
                 stats.colour.append(lm.lidar_colour_samples(real_view, photo, view, render.rgb))
@@ -219,12 +227,15 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
                     stats.depth.append(lm.depth_samples(view, render.depth_m, render.accumulation, settings.min_accumulation))
             fixed = None
             if fixer is not None:
-                fixed = fix_render(fixer, render.rgb, photo if settings.fixer_reference else None)
+                fixed = fix_render(fixer, render.rgb, extras.reference(photo, frame) if settings.fixer_reference else None)
                 stats.agreement.append(im.fixer_agreement(fixed, render.rgb))
+                extras.on_fixed(offset, fixed, render)
             if plan.keep_renders:
                 stats.renders.append(render.rgb)
                 if fixed is not None:
                     stats.fixed.append(fixed)
+            if frame in plan.columns:
+                extras.on_sheet(frame, offset, render, view)
             _keep_thumbnails(result, plan, frame, offset, render, fixed, width)
             progress.advance(task)
     if without_lidar:
@@ -237,11 +248,13 @@ def drive_metrics(
 ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
     """The ``recorded`` entry and the ``shifted`` entries (keyed by :func:`offset_key`, ascending)."""
     recorded = drive.stats[0.0].summary(real_features, extractor, seed)
+    recorded.update(drive.extras.offset_summary(0.0))
     recorded["photo_sharpness"] = im.mean_or_none(drive.photo_sharpness)
     shifted = {}
     for offset in sorted(offsets):
         entry = drive.stats[offset].summary(real_features, extractor, seed)
         rec = recorded["sharpness"]
         entry["sharpness_ratio"] = None if not rec or entry["sharpness"] is None else entry["sharpness"] / rec
+        entry.update(drive.extras.offset_summary(offset))
         shifted[offset_key(offset)] = entry
     return recorded, shifted

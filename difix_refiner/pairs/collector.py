@@ -70,8 +70,11 @@ class ViewHint:
     """A view's hint files (relative to the images folder) and its share of valid pixels."""
 
     image: str
+    """The hint's colours (RGB PNG)."""
     mask: str
+    """The hint's validity mask (grey PNG)."""
     coverage: float
+    """Share of the view's pixels with a valid hint."""
 
 
 class PairCollector:

@@ -120,7 +120,8 @@ def render_shifted_datasets(
         for spec in per_camera.values():
             spec["camera_to_world"] = np.stack(spec["camera_to_world"])
         folder = runs_dir / f"{label}{suffix}-data"
-        info = write_pandaset_folder(folder, data, recorded_frames, per_camera, eval_copy_of=cameras[0])
+        held = (pipeline.datamanager.train_dataparser_outputs.metadata.get("lidar_sweep_split") or {}).get("eval", [])
+        info = write_pandaset_folder(folder, data, recorded_frames, per_camera, eval_copy_of=cameras[0], skip_sweeps=held)
         console.log(f"{label}: shifted renders written as a pandaset-data folder: {folder}")
         datasets.append(ShiftedDataset(offset, folder, recorded, shifted, info["eval_camera"]))
     return datasets

@@ -383,6 +383,7 @@ class MakePairsJob:
         if o.frame_start != 0 or o.frame_end is not None:
             raise InputError("--frame-start/--frame-end apply to pandaset-data; select images with the dataparser's own options")
         default = copy.deepcopy(all_dataparsers[o.dataparser])
+        self.targets, self.rig_cameras = [], []  # no camera rig: the dataparser's own split decides
         self.downscale_list = list(o.downscale_factors) or [o.downscale_factor]
         if any(f is not None for f in self.downscale_list) and not hasattr(default, "downscale_factor"):
             raise InputError(f"{o.dataparser} has no --downscale-factor option")
@@ -575,7 +576,7 @@ class MakePairsJob:
             "test_frames": [self.split.test_start, self.split.test_end],
             "ref_angle_weight_m_per_rad": o.ref_angle_weight,
             "variants": [v.record() for v in self.variants],
-            "rig_cameras": getattr(self, "rig_cameras", None),
+            "rig_cameras": self.rig_cameras or None,
             "hints": None if self.hint_source is None else self.hint_source.record(),
             "moving_object_masks": self.masks is not None,
             "runs": {

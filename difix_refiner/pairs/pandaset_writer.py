@@ -33,6 +33,7 @@ def write_pandaset_folder(
     frames: Sequence[int],
     cameras: Dict[str, Dict[str, Any]],
     eval_copy_of: Optional[str] = None,
+    skip_sweeps: Sequence[int] = (),
 ) -> Dict[str, Any]:
     """Write rendered images as a PandaSet folder (the layout ``pandaset-data`` reads), atomically.
 
@@ -44,6 +45,7 @@ def write_pandaset_folder(
             OpenGL axes, "fx", "fy", "cx", "cy"}}``.
         eval_copy_of: Also write a copy of this camera as ``<name>_eval`` so that the new folder has
             a held-out camera and the run can train on every frame (pandaset-data needs an eval split).
+        skip_sweeps: Original frames whose LiDAR sweeps are not copied (the base run's evaluation sweeps).
 
     Returns:
         ``{"eval_camera": name or None, "frames": [...]}``.
@@ -59,7 +61,7 @@ def write_pandaset_folder(
             jobs.append((f"{eval_copy_of}_eval", cameras[eval_copy_of], eval_copy_of))
         for name, spec, source_name in jobs:
             _write_camera(tmp / "camera" / name, spec, frames, Path(source), source_name)
-        _write_lidar(tmp / "lidar", Path(source), frames)
+        _write_lidar(tmp / "lidar", Path(source), frames, skip_sweeps)
         (tmp / "README.md").write_text(
             "Rendered by difix-refiner make-pairs (cycle strategy): shifted renders of a first run, in\n"
             f"PandaSet layout. Frames 0..{len(frames) - 1} are frames {frames[0]}..{frames[-1]} of {source}.\n"
@@ -94,12 +96,15 @@ def _write_camera(cam_dir: Path, spec: Dict[str, Any], frames: Sequence[int], so
     (cam_dir / "intrinsics.json").write_text(json.dumps({k: float(spec[k]) for k in ("fx", "fy", "cx", "cy")}, indent=1))
 
 
-def _write_lidar(lidar_dir: Path, source: Path, frames: Sequence[int]) -> None:
-    """The source's LiDAR poses and sweeps of ``frames``, renumbered from 0."""
+def _write_lidar(lidar_dir: Path, source: Path, frames: Sequence[int], skip_sweeps: Sequence[int] = ()) -> None:
+    """The source's LiDAR poses and sweeps of ``frames``, renumbered from 0 (``skip_sweeps``: original frames left out)."""
     lidar_dir.mkdir(parents=True)
     all_poses = json.loads((source / "lidar" / "poses.json").read_text())
     (lidar_dir / "poses.json").write_text(json.dumps([all_poses[f] for f in frames], indent=1))
+    skip = set(int(f) for f in skip_sweeps)
     for j, f in enumerate(frames):
+        if int(f) in skip:  # the base run's evaluation sweeps never train anything
+            continue
         sweep = source / "lidar" / f"{f:02d}.npz"
         if sweep.is_file():  # PandaSet drops some sweeps; the dataparser skips missing ones
             shutil.copyfile(sweep, lidar_dir / f"{j:02d}.npz")

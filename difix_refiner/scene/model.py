@@ -6,7 +6,9 @@ Differences from nerfstudio's ``SplatfactoModel``:
 - ``absgrad`` densification is switched off on the CPU (densify on the plain 2D gradient, gsplat's default);
 - LPIPS is built lazily and skipped with a warning when its weights are not on disk;
 - :meth:`render_view` can render a camera without touching the densification state, which the
-  pseudo-view renders of the refine loop rely on.
+  pseudo-view renders of the refine loop rely on;
+- a LiDAR depth loss (:mod:`difix_refiner.scene.depth_loss`) on real views whose batch carries
+  ``lidar_depth`` targets (``pandaset-data`` gives them); without targets nothing changes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from difix_refiner.core.lpips import LazyLPIPS
 from difix_refiner.rendering import rasterize
+from difix_refiner.scene.depth_loss import depth_loss
+from difix_refiner.scene.lidar_batch import DEPTH_KEY
+
+DEPTH_LOSS = "depth_loss"
+"""Loss-dict key of the (weighted) LiDAR depth loss."""
 
 
 @dataclass
@@ -42,6 +49,13 @@ class DifixRefinerModelConfig(SplatfactoModelConfig):
     """Splatfacto with a CPU/GPU rasteriser. All splatfacto options apply."""
 
     _target: Type = field(default_factory=lambda: DifixRefinerModel)
+    depth_loss_weight: float = 0.05
+    """Weight of the LiDAR depth loss: mean |log rendered depth - log LiDAR depth| over the pixels of a
+    real training image that hold one of its own sweep's returns (relative like depth AbsRel, unit-free).
+    Only where the dataparser gives depth targets (pandaset-data: --depth-targets); 0 switches it off."""
+    depth_loss_accumulated: bool = False
+    """Compare the accumulated depth (expected depth times rendered opacity) with the LiDAR depth instead of
+    the expected depth: a return then also asks for an opaque surface at its pixel."""
 
 
 class DifixRefinerModel(SplatfactoModel):
@@ -136,11 +150,28 @@ class DifixRefinerModel(SplatfactoModel):
         """Render one camera; in training mode this also feeds splatfacto's densification statistics."""
         if not isinstance(camera, Cameras):
             raise TypeError(f"get_outputs needs a nerfstudio Cameras, got {type(camera).__name__}")
-        outputs, info = self.render_view(camera, use_camera_optimizer=self.training)
+        outputs, info = self.render_view(camera, use_camera_optimizer=self.training, render_depth=self._depth_for_loss(camera))
         if self.training:
             self.info = info
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info)
         return outputs
+
+    def _depth_for_loss(self, camera: Cameras) -> Optional[bool]:
+        """True for a real training view when the depth loss has targets to use; None leaves the default."""
+        metadata = self.kwargs.get("metadata") or {}
+        real_view = bool(camera.metadata) and "cam_idx" in camera.metadata
+        wanted = self.training and self.config.depth_loss_weight > 0 and metadata.get(DEPTH_KEY) is not None
+        return True if wanted and real_view else None
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        """Splatfacto's losses (masked by ``batch["mask"]``) plus the LiDAR depth loss where targets exist."""
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        targets = batch.get(DEPTH_KEY)
+        if targets is not None and self.config.depth_loss_weight > 0 and outputs.get("depth") is not None:
+            image_size = tuple(batch["image"].shape[:2])
+            depth = outputs["depth"] * outputs["accumulation"] if self.config.depth_loss_accumulated else outputs["depth"]
+            loss_dict[DEPTH_LOSS] = self.config.depth_loss_weight * depth_loss(depth, targets, image_size)
+        return loss_dict
 
     def render_view(
         self, camera: Cameras, use_camera_optimizer: bool = False, render_depth: Optional[bool] = None

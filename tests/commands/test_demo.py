@@ -45,7 +45,8 @@ def eval_metrics(psnr: float) -> dict:
 def test_summary_has_the_documented_shape():
     entry = summarise(eval_metrics(25.0), ChildRun(["ns-train"], 123.456, 1.23456))
     documented = {"heldout", "cross_camera", "shifted", "wall_s", "peak_rss_gb"}
-    assert set(entry) == documented | {"heldout_fixed", "cross_camera_fixed"}
+    assert set(entry) == documented | {"heldout_fixed", "cross_camera_fixed", "heldout_static", "cross_camera_static"}
+    assert entry["heldout_static"] == {"psnr": None}  # metrics without psnr_static_pixels (no boxes): None
     assert entry["heldout"] == {"psnr": 25.0, "ssim": 0.7}
     assert entry["cross_camera"] == {"psnr": 15.0, "ssim": 0.4}
     assert entry["cross_camera_fixed"] == {"psnr": 16.0, "ssim": 0.45}
@@ -64,8 +65,9 @@ def test_table_rows_cover_every_metric_and_lookup_reads_them():
     paths = [p for _, p, _ in rows]
     assert paths[:4] == ["heldout.psnr", "heldout.ssim", "cross_camera.psnr", "cross_camera.ssim"]
     assert paths[4:7] == ["heldout_fixed.psnr", "cross_camera_fixed.psnr", "cross_camera_fixed.ssim"]
+    assert paths[7:9] == ["heldout_static.psnr", "cross_camera_static.psnr"]  # moving objects left out
     # Offsets in numeric order, three metrics each, then time and memory.
-    assert [p.split(".")[1] for p in paths[7:-2:3]] == ["-2", "-1", "+1", "+2"]
+    assert [p.split(".")[1] for p in paths[9:-2:3]] == ["-2", "-1", "+1", "+2"]
     assert paths[-2:] == ["wall_s", "peak_rss_gb"]
     assert lookup(summary["refiner"], "shifted.+2.lidar_psnr") == 22.0
     assert lookup(summary["baseline"], "cross_camera.ssim") == 0.4
@@ -126,7 +128,8 @@ def test_demo_end_to_end_shrunk(tmp_path, capsys):
     # The "+" step: the same views after the fixer (a random tiny fixer changes them).
     fixed = summary["refiner"]["cross_camera_fixed"]
     assert fixed["psnr"] is not None and fixed["psnr"] != summary["refiner"]["cross_camera"]["psnr"]
-    for name in ("contact_sheet.png", "contact_sheet_cross_camera.png", "metrics_over_training.png", "final_metrics.png", "training_curves.json"):
+    files = ("contact_sheet.png", "contact_sheet_cross_camera.png", "metrics_over_training.png", "final_metrics.png")
+    for name in files + ("training_curves.json", "depth_contact_sheet.png", "moving_object_masks.png"):
         assert (report / name).is_file(), name
     # nerfstudio evaluated the whole eval split at step 2 (4 iterations, 2 curve points).
     curves = read_eval_curves(out / "refiner" / "difix-refiner-cpu" / "run")

@@ -24,6 +24,10 @@ def tiny_config(out: Path, name: str, **refine):
     model.num_downscales, model.warmup_length, model.refine_every = 0, 1, 2
     model.densify_grad_thresh = 1e-9  # every Gaussian seen grows: densification surely changes things
     model.background_color = "random"  # training renders draw from the RNG: a round must not shift it
+    # nerfstudio's plain datamanager knows nothing of LiDAR depth targets and moving-object masks (our
+    # datamanager adds them to batches, tests/nerfstudio/test_depth_loss.py): compare without them.
+    dp = cfg.pipeline.datamanager.dataparser
+    dp.depth_targets, dp.moving_objects = False, "keep"
     return cfg
 
 

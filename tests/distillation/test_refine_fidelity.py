@@ -158,11 +158,16 @@ def test_refine_round_passes_hints_and_records_the_change(tmp_path, hint_fixer, 
     stored = torch.from_numpy(np.array(Image.open(st.store.root / record.file))).permute(2, 0, 1)
     assert torch.equal(stored, with_hint) and not torch.equal(stored, without)
 
-    # The loss mask of the view is its opacity mask times the stored weight.
+    # The loss mask of the view is its opacity mask times the stored weight, moving objects' boxes left out.
+    from difix_refiner.distillation.moving_object_masks import pseudo_view_moving_mask
+
     weight = np.asarray(Image.open(st.store.root / record.weight_file)).astype(np.float32) / 255.0
     alpha = np.asarray(Image.open(st.store.root / record.alpha_file)).astype(np.float32) / 255.0
+    metadata = pipeline.datamanager.train_dataparser_outputs.metadata
+    moving = pseudo_view_moving_mask(metadata, record.frame, record.pose(), record.intrinsics, st.metres_per_scene_unit)
+    static = np.ones_like(alpha) if moving is None else (~moving).numpy().astype(np.float32)
     sample = pipeline.datamanager.pseudo_views[0]
-    np.testing.assert_allclose(sample.mask[..., 0].numpy(), (alpha >= 0.5) * weight, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sample.mask[..., 0].numpy(), (alpha >= 0.5) * weight * static, rtol=0, atol=1e-6)
 
 
 def test_unfit_fixer_has_its_pseudo_views_left_out(tmp_path):

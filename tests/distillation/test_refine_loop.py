@@ -55,14 +55,20 @@ def test_rounds_make_and_cache_pseudo_views(run):
     assert cam.reached and np.allclose(cam.current, cam.target)
     np.testing.assert_allclose(store.records[0].pose(), 0.5 * (cam.start + cam.target), atol=1e-6)
 
-    # Both views are trained on; their images are the PNGs and their masks the stored opacity >= 0.5.
+    # Both views are trained on; their images are the PNGs and their masks the stored opacity >= 0.5
+    # without the pixels where moving objects' boxes of frame 41 project.
+    from difix_refiner.distillation.moving_object_masks import pseudo_view_moving_mask
+
+    meta = pipeline.datamanager.train_dataparser_outputs.metadata
     samples = {s.name: s for s in pipeline.datamanager.pseudo_views}
     assert sorted(samples) == sorted(r.file for r in store.records)
     for record in store.records:
         sample = samples[record.file]
         np.testing.assert_array_equal(sample.image.numpy(), np.asarray(Image.open(store.root / record.file)))
         alpha = np.asarray(Image.open(store.root / record.alpha_file)).astype(np.float32) / 255.0
-        np.testing.assert_array_equal(sample.mask[..., 0].numpy(), alpha >= 0.5)
+        moving = pseudo_view_moving_mask(meta, 41, record.pose(), record.intrinsics, pipeline.refine_state.metres_per_scene_unit)
+        assert 0 < moving.float().mean() < 0.5
+        np.testing.assert_array_equal(sample.mask[..., 0].numpy(), (alpha >= 0.5) & ~moving.numpy())
         assert sample.camera.metadata is None  # no cam_idx: no camera-optimiser or bilateral-grid correction
 
     # Each round logged where its time went (benchmarks/distill.py reads this).
@@ -125,6 +131,21 @@ def test_pseudo_view_loss_is_weighted_and_masked(run):
     got = loss_dict["pseudo_view_loss"].detach()
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(got, unmasked, rtol=1e-3, atol=0.0)
+
+
+def test_reference_photos_show_no_moving_object(run):
+    """The fixer's reference: the training photo, its moving-object pixels replaced by the model's render."""
+    pipeline = run.pipeline
+    meta = pipeline.datamanager.train_dataparser_outputs.metadata
+    i = meta["frame_indices"].index(41)
+    moving = meta["dynamic_masks"][i]  # [H, W]
+    photo = pipeline.datamanager.cached_train[i]["image"][..., :3].float().permute(2, 0, 1) / 255.0  # [3, H, W]
+    h, w = moving.shape
+    ref = pipeline._reference_images([i], h, w)[0]  # [3, H, W]
+    render = pipeline.render_pseudo_view(pipeline.datamanager.train_dataset.cameras[i : i + 1])["rgb"].permute(2, 0, 1)
+    assert 0 < moving.float().mean() < 0.5
+    torch.testing.assert_close(ref[:, ~moving], photo[:, ~moving])
+    torch.testing.assert_close(ref[:, moving], render[:, moving].clamp(0, 1))
 
 
 def test_checkpoints_hold_no_fixer_weights(run):

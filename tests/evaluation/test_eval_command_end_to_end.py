@@ -58,6 +58,15 @@ def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):
     if metrics["heldout"]["lpips"] is None:
         assert "lpips" in metrics["skipped"]
     assert metrics["info"]["camera"] == "front_camera" and len(metrics["info"]["frames"]) == 1
+    # LiDAR truth the run never trained on, without moving objects; the sweeps read are recorded.
+    split = json.loads((tiny_run.parent / "lidar_sweep_split.json").read_text())
+    sweeps = metrics["info"]["lidar_sweeps"]
+    assert sweeps["sweeps"] and set(sweeps["sweeps"]) <= set(split["eval"]) and sweeps["moving_object_points_removed"] > 0
+    for kind in ("heldout", "cross_camera"):  # whole image and moving objects left out, both reported
+        assert 5.0 < metrics[kind]["psnr_static_pixels"] < 60.0 and 0 <= metrics[kind]["moving_pixel_fraction"] < 1
+    assert all(e["fixer_change_static"] is not None for e in metrics["shifted"].values())
+    assert Image.open(out / "depth_contact_sheet.png").height > 4 * 45  # photo + depth at 0, +2, -2 m
+    assert Image.open(out / "moving_object_masks.png").height > 3 * 45  # one row per camera
 
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.width > 80  # one frame column

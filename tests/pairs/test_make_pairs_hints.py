@@ -210,3 +210,66 @@ def test_bad_variant_and_hint_options(tmp_path, kw, message):
     with pytest.raises(InputError, match=message):
         make_pairs(MakePairsConfig(**args))
     assert not (tmp_path / "out").exists()
+
+
+def plan_of(tmp_path, monkeypatch, **kw):
+    """The runs and renders make-pairs would do (training and rendering replaced by records)."""
+    import difix_refiner.pairs.make_pairs as module
+    from difix_refiner.pairs.make_pairs import MakePairsJob
+
+    options = dict(data=EXAMPLE, output_dir=tmp_path / "out", iterations=3, device="cpu", frame_start=40, frame_end=48, hints=False)
+    job = MakePairsJob(MakePairsConfig(**{**options, **kw}))
+    job.check()
+    calls = []
+
+    def train(self, trainer, variant, name, cameras, targets, underfit, progress):
+        calls.append(("train", name + variant.suffix, list(cameras), list(targets), underfit, trainer.iterations))
+        return name + variant.suffix
+
+    def render(self, progress, trainer, run, strategies, variant):
+        calls.append(("render", run, list(strategies)))
+        return f"views of {run}", ["shifted"]
+
+    monkeypatch.setattr(MakePairsJob, "_train", train)
+    monkeypatch.setattr(MakePairsJob, "_render_run", render)
+    monkeypatch.setattr(module, "render_sparse_stride", lambda trainer, collector, progress, **k: calls.append(
+        ("sparse", k["cameras"], k["suffix"], k["downscale_factor"], k["eval_args"], trainer.iterations)))  # fmt: skip
+    monkeypatch.setattr(module, "render_cycle", lambda trainer, collector, progress, views, shifted, cameras, suffix: calls.append(
+        ("cycle", views, cameras, suffix, trainer.iterations)))  # fmt: skip
+    job.collector = PairCollector(tmp_path / "images", job.split, 5.0, "remove degradation")
+    for variant in job.variants:
+        job._run_variant(None, variant)
+    return calls
+
+
+def test_every_camera_and_several_resolutions_plan_their_runs(tmp_path, monkeypatch):
+    rig = ["front_camera", "front_left_camera", "front_right_camera"]
+    sides = ["front_left_camera", "front_right_camera"]
+    calls = plan_of(tmp_path, monkeypatch, strategy=("underfit", "cross-camera", "sparse", "cycle"), every_camera=True,
+                    downscale_factors=(4, 8), cycle_offsets=(-1.0, 1.0))  # fmt: skip
+    expected = []
+    for factor in (4, 8):
+        s = f"-d{factor}"
+        expected += [
+            ("train", f"base{s}", ["front_camera"], sides, False, 3),  # a front-only reconstruction for cross-camera
+            ("render", f"base{s}", ["cross-camera"]),
+            ("train", f"rig{s}", rig, [], True, 3),  # every camera for underfit and the cycle
+            ("render", f"rig{s}", ["underfit", "cycle"]),
+            ("sparse", rig, s, factor, {"eval_mode": "interval", "eval_interval": 8}, 3),
+            ("cycle", f"views of rig{s}", rig, s, 3),
+        ]
+    assert calls == expected
+
+
+def test_one_base_run_without_every_camera_at_several_lengths(tmp_path, monkeypatch):
+    calls = plan_of(tmp_path, monkeypatch, strategy=("underfit", "cross-camera", "cycle"), iteration_counts=(3, 5),
+                    cycle_offsets=(2.0,))  # fmt: skip
+    sides = ["front_left_camera", "front_right_camera"]
+    assert calls == [
+        ("train", "base-i3", ["front_camera"], sides, True, 3),
+        ("render", "base-i3", ["underfit", "cross-camera", "cycle"]),
+        ("cycle", "views of base-i3", ["front_camera"], "-i3", 3),
+        ("train", "base-i5", ["front_camera"], sides, True, 5),
+        ("render", "base-i5", ["underfit", "cross-camera", "cycle"]),
+        ("cycle", "views of base-i5", ["front_camera"], "-i5", 5),
+    ]

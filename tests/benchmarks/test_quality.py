@@ -1,0 +1,84 @@
+"""``benchmarks/quality.py`` with tiny settings: one set-up, 2 seeds, 4-iteration runs on 8 frames, tiny fixers.
+
+About 3-4 minutes on 2 CPU cores (six short ns-train runs, then their evaluation). Checks the table's
+shape and that every mean ± std is computed from the per-seed values.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.skipif(not (BIN / "ns-train").exists(), reason="needs nerfstudio's ns-train next to this Python")
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", REPO / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    from difix_refiner.fixer import Fixer
+
+    work = tmp_path_factory.mktemp("quality")
+    hint_fixer = Fixer.tiny("difix", seed=0, hint_channels=4).save_pretrained(work / "hint-fixer")
+    quality = load_benchmark()
+    args = [
+        "--seeds", "2", "--first-seed", "0", "--setups", "demo", "--iterations", "4",
+        "--plain-fixer", "tiny", "--hint-fixer", str(hint_fixer),
+        "--dataparser-args", "--frame-start 40 --frame-end 48 --lidar-max-points 1500",
+        "--test-frames", "44", "48", "--offsets", "-2", "2", "--eval-frame-stride", "4", "--cross-camera-stride", "2",
+        "--output-dir", str(work / "out"),
+    ]  # fmt: skip
+    return quality, quality.main(args), work / "out"
+
+
+def test_table_has_one_row_per_metric_and_one_column_per_system(ran):
+    quality, results, out = ran
+    assert results["systems"] == ["baseline", "plain", "hint", "plus"] and results["plus_from"] == "hint"
+    assert results["seeds"] == [0, 1] and list(results["setups"]) == ["demo"]
+    rows = quality.metric_rows([-2.0, 2.0])
+    table = quality.markdown_table(results["setups"]["demo"]["summary"], results["systems"], [-2.0, 2.0]).splitlines()
+    assert len(table) == 2 + len(rows)
+    assert all(line.count("|") == 2 + len(results["systems"]) for line in table)
+    assert [line.split("|")[1].strip() for line in table[2:]] == [f"{label} {'↑' if up else '↓'}" for _, label, up in rows]
+    markdown = (out / "quality.md").read_text()
+    assert "\n".join(table) in markdown and "Machine:" in markdown and "benchmarks/quality.py" in markdown
+    assert json.loads((out / "quality.json").read_text())["setups"]["demo"]["summary"] == results["setups"]["demo"]["summary"]
+
+
+def test_mean_and_std_come_from_the_per_seed_values(ran):
+    quality, results, _ = ran
+    entry = results["setups"]["demo"]
+    for system, metrics in entry["summary"].items():
+        for key, stats in metrics.items():
+            values = [entry["per_seed"][seed][system].get(key) for seed in ("0", "1")]
+            assert stats["values"] == values, (system, key)
+            measured = [v for v in values if v is not None]
+            if not measured:
+                assert stats["mean"] is None
+                continue
+            assert stats["mean"] == pytest.approx(np.mean(measured)), (system, key)
+            assert stats["std"] == pytest.approx(np.std(measured, ddof=1) if len(measured) > 1 else 0.0), (system, key)
+    base = entry["per_seed"]["0"]["baseline"]
+    for key in ("heldout.psnr", "cross_camera.psnr", "cross_camera_test.psnr", "shifted.+2.lidar_psnr", "wall_s"):
+        assert base[key] is not None and np.isfinite(base[key]), key
+    plus = entry["summary"]["plus"]
+    assert plus["heldout.psnr"]["mean"] is not None and plus["shifted.+2.lidar_psnr"]["mean"] is None  # photos only
+
+
+def test_mean_std_of_given_values():
+    quality = load_benchmark()
+    assert quality.mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2, "values": [1.0, 3.0, None]}
+    assert quality.mean_std([5.0])["std"] == 0.0 and quality.mean_std([None])["mean"] is None
