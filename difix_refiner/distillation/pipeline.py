@@ -337,6 +337,11 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
             )
         return st.fixer
 
+    def reference_indices(self, pose: np.ndarray, count: int) -> List[int]:
+        """Training images nearest to ``pose`` ``[3, 4]`` (the one picker, :mod:`difix_refiner.cameras.reference_views`)."""
+        st, cfg = self.refine_state, self.config.refine
+        return nearest_references(pose, st.train_poses, count, None, cfg.reference_angle_weight, st.metres_per_scene_unit)
+
     def _intrinsics(self, cam: NovelCamera) -> Dict[str, float]:
         return self._split_intrinsics(cam.intrinsics_split, cam.intrinsics_index)
 
@@ -495,7 +500,7 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
                 seconds["render"] += time.perf_counter() - render_start
                 render = outputs["rgb"].permute(2, 0, 1).float()  # [3, H, W]
                 height, width = render.shape[-2:]
-                ref_idx = nearest_references(lead.current, st.train_poses, num_refs, None, cfg.reference_angle_weight, mpsu)
+                ref_idx = self.reference_indices(lead.current, num_refs)
                 ref_dist = pose_costs(lead.current, st.train_poses[ref_idx], cfg.reference_angle_weight, mpsu) if ref_idx else []
                 refs = self._reference_images(ref_idx, height, width) if num_refs > 0 else None
                 stem = lead.file_stem(mpsu, with_camera)
