@@ -18,7 +18,7 @@ computation at every resolution, on the CPU and on CUDA. No target in the image:
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple
 
 import torch
 
@@ -47,12 +47,22 @@ def targets_on_grid(
     return pixels, nearest[pixels]
 
 
-def depth_loss(rendered_depth: torch.Tensor, targets: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
-    """``mean |log d - log z|`` over the render's pixels that hold a target; 0 (still a graph leaf) without any.
+def depth_loss(
+    rendered_depth: torch.Tensor,
+    targets: torch.Tensor,
+    image_size: Tuple[int, int],
+    form: Literal["inverse", "log"] = "inverse",
+    metres_per_scene_unit: float = 1.0,
+) -> torch.Tensor:
+    """The depth loss over the render's pixels that hold a target; 0 (still in the graph) without any.
+
+    ``inverse``: ``mean |1 / d - 1 / z|`` with depths in metres (the loss is in 1/m); ``log``:
+    ``mean |log d - log z|`` (unit-free).
 
     Args:
         rendered_depth: ``[H, W, 1]`` rendered expected z-depth, scene units.
         targets: ``[M, 3]`` (u, v, z scene units) in pixels of the ``image_size`` (H, W) training image.
+        metres_per_scene_unit: Scene scale (only the inverse form depends on it).
     """
     h, w = rendered_depth.shape[:2]
     targets = targets.to(rendered_depth.device, rendered_depth.dtype)
@@ -60,4 +70,9 @@ def depth_loss(rendered_depth: torch.Tensor, targets: torch.Tensor, image_size: 
     if pixels.numel() == 0:
         return rendered_depth.sum() * 0.0  # keeps the dtype and device, gives zero gradients
     d = rendered_depth.reshape(-1)[pixels].clamp(min=MIN_DEPTH)  # [K]
-    return torch.abs(torch.log(d) - torch.log(z.clamp(min=MIN_DEPTH))).mean()
+    z = z.clamp(min=MIN_DEPTH)
+    if form == "log":
+        return torch.abs(torch.log(d) - torch.log(z)).mean()
+    if form != "inverse":
+        raise ValueError(f"unknown depth loss form {form!r} (expected 'inverse' or 'log')")
+    return torch.abs(1.0 / d - 1.0 / z).mean() / metres_per_scene_unit

@@ -14,7 +14,7 @@ Differences from nerfstudio's ``SplatfactoModel``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type, Union
+from typing import Dict, Literal, Optional, Tuple, Type, Union
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -53,9 +53,9 @@ class DifixRefinerModelConfig(SplatfactoModelConfig):
     """Weight of the LiDAR depth loss: mean |log rendered depth - log LiDAR depth| over the pixels of a
     real training image that hold one of its own sweep's returns (relative like depth AbsRel, unit-free).
     Only where the dataparser gives depth targets (pandaset-data: --depth-targets); 0 switches it off."""
-    depth_loss_accumulated: bool = False
-    """Compare the accumulated depth (expected depth times rendered opacity) with the LiDAR depth instead of
-    the expected depth: a return then also asks for an opaque surface at its pixel."""
+    depth_loss_form: Literal["inverse", "log"] = "inverse"
+    """'inverse': L1 on inverse depth in 1/metres, which is proportional to how far a depth error moves a
+    surface in a sideways-shifted view; 'log': L1 on log depth, the relative error (like depth AbsRel)."""
 
 
 class DifixRefinerModel(SplatfactoModel):
@@ -169,8 +169,9 @@ class DifixRefinerModel(SplatfactoModel):
         targets = batch.get(DEPTH_KEY)
         if targets is not None and self.config.depth_loss_weight > 0 and outputs.get("depth") is not None:
             image_size = tuple(batch["image"].shape[:2])
-            depth = outputs["depth"] * outputs["accumulation"] if self.config.depth_loss_accumulated else outputs["depth"]
-            loss_dict[DEPTH_LOSS] = self.config.depth_loss_weight * depth_loss(depth, targets, image_size)
+            metres = float((self.kwargs.get("metadata") or {}).get("metres_per_scene_unit", 1.0))
+            loss = depth_loss(outputs["depth"], targets, image_size, self.config.depth_loss_form, metres)
+            loss_dict[DEPTH_LOSS] = self.config.depth_loss_weight * loss
         return loss_dict
 
     def render_view(
