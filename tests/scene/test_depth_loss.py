@@ -28,12 +28,17 @@ def test_loss_at_a_lower_resolution_keeps_the_nearest_return(device):
     targets = torch.tensor([[2.3, 1.1, 4.0], [3.9, 0.2, 1.0], [10.5, 7.5, 2.0]], device=device)
     pixels, z = targets_on_grid(targets, (8, 12), (4, 6))
     assert pixels.tolist() == [1, 23] and z.tolist() == [1.0, 2.0]
-    loss = depth_loss(depth, targets, (8, 12))
-    assert loss.item() == pytest.approx(math.log(2.0) / 2)
-    loss.backward()
-    grad = depth.grad[..., 0]
-    assert grad[0, 1].item() == pytest.approx(1.0 / (2 * 2.0))  # d/dd |log d - log 1| / 2 at d = 2
-    assert torch.count_nonzero(grad).item() == 1  # the exact pixel (z = 2) has zero gradient; nothing else is touched
+    for form, value, slope in (
+        ("log", math.log(2.0) / 2, 1.0 / (2 * 2.0)),  # |log 2 - log 1| / 2; d/dd |log d - log 1| / 2 at d = 2
+        ("inverse", abs(1 / 2.0 - 1.0) / 2, 1.0 / (2 * 2.0**2)),  # |1/2 - 1| / 2; d/dd (1 - 1/d) / 2 at d = 2
+    ):
+        depth.grad = None
+        loss = depth_loss(depth, targets, (8, 12), form=form)
+        assert loss.item() == pytest.approx(value), form
+        loss.backward()
+        grad = depth.grad[..., 0]
+        assert grad[0, 1].item() == pytest.approx(slope), form
+        assert torch.count_nonzero(grad).item() == 1  # the exact pixel (z = 2) has zero gradient; nothing else is touched
     # At full resolution each return keeps its own pixel.
     assert targets_on_grid(targets, (8, 12), (8, 12))[0].tolist() == [3, 14, 7 * 12 + 10]
 
