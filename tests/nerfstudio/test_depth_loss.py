@@ -34,6 +34,9 @@ def test_loss_at_a_lower_resolution_keeps_the_nearest_return(device):
     grad = depth.grad[..., 0]
     assert grad[0, 1].item() == pytest.approx(1.0 / (2 * 2.0))  # d/dd |log d - log 1| / 2 at d = 2
     assert torch.count_nonzero(grad).item() == 1  # the exact pixel (z = 2) has zero gradient; nothing else is touched
+    # The inverse form, in 1/metres at 10 m per scene unit: (|1/2 - 1/1| + 0) / 2 / 10.
+    inverse = depth_loss(depth.detach(), targets, (8, 12), form="inverse", metres_per_scene_unit=10.0)
+    assert inverse.item() == pytest.approx(0.5 / 2 / 10.0)
     # At full resolution each return keeps its own pixel.
     assert targets_on_grid(targets, (8, 12), (8, 12))[0].tolist() == [3, 14, 7 * 12 + 10]
 
