@@ -49,13 +49,13 @@ class DifixRefinerModelConfig(SplatfactoModelConfig):
     """Splatfacto with a CPU/GPU rasteriser. All splatfacto options apply."""
 
     _target: Type = field(default_factory=lambda: DifixRefinerModel)
-    depth_loss_weight: float = 0.05
-    """Weight of the LiDAR depth loss: mean |log rendered depth - log LiDAR depth| over the pixels of a
-    real training image that hold one of its own sweep's returns (relative like depth AbsRel, unit-free).
-    Only where the dataparser gives depth targets (pandaset-data: --depth-targets); 0 switches it off."""
-    depth_loss_form: Literal["inverse", "log"] = "inverse"
-    """'inverse': L1 on inverse depth in 1/metres, which is proportional to how far a depth error moves a
-    surface in a sideways-shifted view; 'log': L1 on log depth, the relative error (like depth AbsRel)."""
+    depth_loss_weight: float = 0.1
+    """Weight of the LiDAR depth loss on real training images, at the pixels that hold one of the image's
+    own sweep's returns (see depth_loss_form). Only where the dataparser gives depth targets (pandaset-data:
+    --depth-targets); 0 switches it off."""
+    depth_loss_form: Literal["log", "inverse"] = "log"
+    """'log': mean |log rendered depth - log LiDAR depth|, the relative error (like depth AbsRel), unit-free;
+    'inverse': mean |1/rendered - 1/LiDAR| in 1/metres, which weighs near surfaces most."""
 
 
 class DifixRefinerModel(SplatfactoModel):
