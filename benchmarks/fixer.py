@@ -144,6 +144,20 @@ def sd_turbo_sized_fixer(seed: int) -> Fixer:
     return Fixer(vae, unet, DDPMScheduler(**sd_scheduler_config()), FixerConfig(variant="difix"), prompt_embeds=prompt)
 
 
+def run_img2img(pipe, image: torch.Tensor, prompt: torch.Tensor, device) -> torch.Tensor:
+    """One call of the one-step img2img baseline: 2 scheduler steps at strength 0.5 (one UNet evaluation)."""
+    with torch.inference_mode():
+        return pipe(
+            image=image,
+            prompt_embeds=prompt,
+            num_inference_steps=2,
+            strength=0.5,
+            guidance_scale=0.0,
+            output_type="pt",
+            generator=torch.Generator(device).manual_seed(0),
+        ).images
+
+
 def img2img_pipeline(fixer: Fixer) -> StableDiffusionImg2ImgPipeline:
     """diffusers' img2img pipeline on the fixer's own UNet and VAE objects."""
     pipe = StableDiffusionImg2ImgPipeline(
@@ -179,16 +193,7 @@ def bench_case(
     pipe = img2img_pipeline(fixer)
 
     def run_pipe() -> torch.Tensor:
-        with torch.inference_mode():
-            return pipe(
-                image=image,
-                prompt_embeds=prompt,
-                num_inference_steps=2,
-                strength=0.5,
-                guidance_scale=0.0,
-                output_type="pt",
-                generator=torch.Generator(device).manual_seed(0),
-            ).images
+        return run_img2img(pipe, image, prompt, device)
 
     def run_fixer(use_ref: bool) -> torch.Tensor:
         return fixer.fix(image, ref if use_ref else None)

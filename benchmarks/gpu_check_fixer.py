@@ -126,16 +126,7 @@ def latency_rows(args: argparse.Namespace) -> dict[str, Any]:
         pipe = bench.img2img_pipeline(fixer)
 
         def run_pipe() -> torch.Tensor:
-            with torch.inference_mode():
-                return pipe(
-                    image=img,
-                    prompt_embeds=prompt,
-                    num_inference_steps=2,
-                    strength=0.5,
-                    guidance_scale=0.0,
-                    output_type="pt",
-                    generator=torch.Generator(device).manual_seed(0),
-                ).images
+            return bench.run_img2img(pipe, img, prompt, device)
 
         print(f"[fixer] {name}: img2img baseline ...", file=sys.stderr, flush=True)
         base = bench.measure(run_pipe, device, args.warmup, args.repeats)
