@@ -16,8 +16,22 @@ DEBUG_ENV = "DIFIX_REFINER_DEBUG"
 """Environment variable that makes bad-input errors show their traceback."""
 
 
+def one_line_message(error: BaseException) -> "str | None":
+    """The sentence for an error the user can fix: bad input, or a file that cannot be written (an
+    unwritable or full output folder, e.g. when nerfstudio writes the run's config.yml); None otherwise."""
+    import errno
+
+    if isinstance(error, InputError):
+        return str(error)
+    faults = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+    if isinstance(error, OSError) and error.errno in faults and error.filename:
+        return f"cannot write {error.filename}: {error.strerror}; choose another output folder or free space there"
+    return None
+
+
 def install_one_line_errors(program: str) -> None:
-    """Show an uncaught :class:`InputError` as ``<program>: error: <message>`` and exit status 1.
+    """Show an uncaught :class:`InputError` (or a write that the disk or folder refused) as
+    ``<program>: error: <message>`` and exit status 1.
 
     For programs whose entry point is not ours (``ns-train`` loading this plugin): the sentence, not a
     40-line traceback. Other exceptions, and every exception with ``DIFIX_REFINER_DEBUG=1``, keep the
@@ -31,8 +45,9 @@ def install_one_line_errors(program: str) -> None:
         return
 
     def hook(kind, value, traceback):
-        if isinstance(value, InputError) and not os.environ.get(DEBUG_ENV):
-            print(f"{program}: error: {value} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        message = one_line_message(value)
+        if message is not None and not os.environ.get(DEBUG_ENV):
+            print(f"{program}: error: {message} (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
             sys.exit(1)
         previous(kind, value, traceback)
 
