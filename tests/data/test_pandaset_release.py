@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from release_fixture import BOXES, EXAMPLE, FIXTURE, FRAMES, REPO, user_cache  # noqa: F401  (user_cache: autouse)
 
 from difix_refiner.commands.cli import run_command
 from difix_refiner.commands.import_pandaset import ImportPandasetCommand
@@ -30,19 +31,6 @@ from difix_refiner.data.pandaset import (
     load_lidar_sweeps,
 )
 from difix_refiner.data.pandaset_import import import_pandaset
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "pandaset_release_002"
-BOXES = REPO / "tests" / "fixtures" / "pandaset_002_cuboids"
-EXAMPLE = REPO / "examples" / "pandaset_002"
-FRAMES = (0, 1)
-
-
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch) -> Path:
-    """Each test gets its own user cache (XDG_CACHE_HOME), so nothing is shared or left behind."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "difix_refiner" / "pandaset_release"
 
 
 def release_copy(tmp_path: Path, name: str = "release") -> Path:

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
+from release_fixture import BOXES, EXAMPLE, FIXTURE, FRAMES, REPO, user_cache  # noqa: F401  (user_cache: autouse)
 
 from difix_refiner.data import pandaset_release as pr
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "pandaset_release_002"
-BOXES = REPO / "tests" / "fixtures" / "pandaset_002_cuboids"
-EXAMPLE = REPO / "examples" / "pandaset_002"
-FRAMES = (0, 1)
-
-
-@pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch) -> Path:
-    """Each test gets its own user cache (XDG_CACHE_HOME), so nothing is shared or left behind."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "difix_refiner" / "pandaset_release"
-
 
 
 def test_make_pairs_cycle_folder_takes_sweeps_from_a_release(tmp_path):
