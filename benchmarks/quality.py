@@ -4,17 +4,19 @@ For every set-up and seed it trains, with ``ns-train`` and the same budget (the 
 :func:`difix_refiner.evaluation.demo.train_args`):
 
 - ``baseline``: the plain splatfacto reconstruction (refine loop off);
-- ``plain``: the refiner with a plain fixer (``--plain-fixer``, default ``examples/fixer-small``);
-- ``hint``: the refiner with a fixer trained with LiDAR hints (``--hint-fixer``; left out without one);
+- ``plain``: the refiner with a plain fixer (``--plain-fixer``, default ``examples/fixer-small-plain``);
+- ``hint``: the refiner with a fixer trained with LiDAR hints (``--hint-fixer``, default the shipped
+  ``examples/fixer-small``; ``none`` leaves it out);
 
 and scores them the same way; ``plus`` is the Difix3D+ "+" step: the hint refiner's renders put through
 its fixer (with each camera's LiDAR hint from the run's training sweeps and the nearest training photo as
 reference), or the plain refiner's through the plain fixer when no hint fixer is given. Metrics:
 
-- held-out PSNR / SSIM (every 8th frame of the training cameras);
+- held-out PSNR / SSIM (every 8th frame of the training cameras), over all of them and over ``--test-frames``;
 - cross-camera PSNR / SSIM over all frames and over ``--test-frames`` (default 60-79, the frames no shipped
   fixer trained on), for cameras the run never trained on;
-- for each ``--offsets`` shift: LiDAR-anchored colour PSNR and depth AbsRel / RMSE (metres), as ``eval``;
+- for each ``--offsets`` shift: LiDAR-anchored colour PSNR and depth AbsRel / RMSE (metres), as ``eval``
+  (evaluation sweeps only); the "+" step has the LiDAR PSNR of the fixed renders (a fixer leaves depth alone);
 - training wall time.
 
 Set-ups (``--setups``): ``demo`` (front camera only, the side cameras held out, refine targets ``both``:
@@ -22,7 +24,10 @@ the demo's) and ``rig`` (all three bundled cameras, every 8th frame held out, re
 
 Writes ``OUTPUT/quality.json`` (every per-seed value and the summaries) and ``OUTPUT/quality.md`` (one
 table per set-up, with the machine and the command); prints the tables. Runs already trained under
-``OUTPUT`` are reused unless ``--overwrite``. Run ``python benchmarks/quality.py --help`` for options.
+``OUTPUT``, and their scores (``quality_scores.json`` beside each run's config), are reused unless
+``--overwrite``: seeds can be run in parallel processes (``--first-seed S --seeds 1``, one each) and
+tabled by one more call with ``--seeds 3``, and ``--systems baseline`` trains the baselines while the
+fixers are still training. Run ``python benchmarks/quality.py --help`` for options.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from difix_refiner.scene.ns_train import ns_train_command, run_config_path, star
 REPO = Path(__file__).resolve().parents[1]
 SETUPS = ("demo", "rig")
 SYSTEMS = ("baseline", "plain", "hint", "plus")
+TRAINED = ("baseline", "plain", "hint")
+"""The systems that are trained runs (``plus`` is the fixer applied to one of them)."""
 SYSTEM_LABELS = {"baseline": "baseline", "plain": "refiner, plain fixer", "hint": "refiner, hint fixer", "plus": '"+" step'}
 RIG_CAMERAS = ("front_camera", "front_left_camera", "front_right_camera")
 
@@ -65,9 +72,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (--first-seed, +1, ...)")
     p.add_argument("--first-seed", type=int, default=42, help="first seed (the demo's)")
     p.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS), help="set-ups to run")
-    p.add_argument("--plain-fixer", default=str(REPO / "examples" / "fixer-small"),
+    p.add_argument("--systems", nargs="+", choices=TRAINED, default=list(TRAINED),
+                   help="runs to train and score ('plus' follows from a refiner); e.g. 'baseline' alone while the fixers train")  # fmt: skip
+    p.add_argument("--plain-fixer", default=str(REPO / "examples" / "fixer-small-plain"),
                    help="fixer of the 'plain' refiner, as --fixer-base takes it (a saved fixer folder, 'tiny', a hub id)")  # fmt: skip
-    p.add_argument("--hint-fixer", default=None, help="fixer trained with LiDAR hints (as --fixer-base takes it); none: no 'hint' runs")
+    p.add_argument("--hint-fixer", default=str(REPO / "examples" / "fixer-small"),
+                   help="fixer trained with LiDAR hints (as --fixer-base takes it); none: no 'hint' runs")  # fmt: skip
     p.add_argument("--data", type=Path, default=REPO / "examples" / "pandaset_002", help="PandaSet folder")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: difix-refiner-cpu preset; cuda: difix-refiner")
     p.add_argument("--iterations", type=int, default=None, help="training iterations per run (default: the preset's)")
@@ -97,8 +107,16 @@ def seeds_of(args: argparse.Namespace) -> List[int]:
 
 
 def systems_of(args: argparse.Namespace) -> List[str]:
-    """The systems compared (``hint`` only with a hint fixer)."""
-    return [s for s in SYSTEMS if s != "hint" or args.hint_fixer is not None]
+    """The systems compared, in table order (``hint`` only with a hint fixer; ``plus`` with either refiner)."""
+    wanted = [s for s in args.systems if s != "hint" or args.hint_fixer is not None]
+    if "plain" in wanted or "hint" in wanted:
+        wanted.append("plus")
+    return [s for s in SYSTEMS if s in wanted]
+
+
+def plus_source(systems: Sequence[str]) -> Optional[str]:
+    """The refiner whose renders the "+" step fixes: the hint refiner if there is one (None: no refiner)."""
+    return "hint" if "hint" in systems else "plain" if "plain" in systems else None
 
 
 def method_of(args: argparse.Namespace) -> str:
@@ -191,16 +209,14 @@ def photo_scores(run: Any, views: List[Tuple[str, np.ndarray]], fixer: Any) -> L
     """
     from difix_refiner.cameras.reference_views import nearest_reference
     from difix_refiner.core import image_metrics as im
-    from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata, view_hint
-    from difix_refiner.evaluation.runs import camera_matrix, pandaset_cameras
-    from difix_refiner.fixer.render_fixing import fix_render, read_photo, takes_hints
+    from difix_refiner.distillation.pseudo_view_fidelity import view_hint
+    from difix_refiner.evaluation.runs import camera_intrinsics, camera_matrix, fixer_hint_cloud, pandaset_cameras
+    from difix_refiner.fixer.render_fixing import fix_render, read_photo
     from difix_refiner.scene.run_pipeline import render_camera
 
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
-    cloud = None
-    if fixer is not None and takes_hints(fixer):
-        cloud = hint_cloud_from_metadata(run.pipeline.datamanager.train_dataparser_outputs.metadata)
+    cloud = fixer_hint_cloud(run, fixer)  # a hint fixer's LiDAR hints (the run's seed points)
     scores = []
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
@@ -215,8 +231,7 @@ def photo_scores(run: Any, views: List[Tuple[str, np.ndarray]], fixer: Any) -> L
                 reference = read_photo(run.train_paths[ref], w, h) if ref is not None else None
                 hint = None
                 if cloud is not None:
-                    intrinsics = {k: float(getattr(cams, k)[i, 0]) for k in ("fx", "fy", "cx", "cy", "width", "height")}
-                    hint = view_hint(cloud, pose, intrinsics, mpsu).tensor()
+                    hint = view_hint(cloud, pose, camera_intrinsics(cams, i), mpsu).tensor()
                 fixed = fix_render(fixer, render, reference, hint)
                 entry.update(fixed_psnr=im.psnr(fixed, photo), fixed_ssim=im.ssim(fixed, photo))
             scores.append(entry)
@@ -228,14 +243,46 @@ def _mean(scores: List[Dict[str, Any]], key: str, frames: Optional[Tuple[int, in
     return float(np.mean(values)) if values else None
 
 
-def evaluate(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any = None) -> Tuple[Metrics, Metrics]:
-    """Score one run: (its metrics, the metrics of its renders after ``fixer``, the "+" step; empty without one)."""
+def score_settings(args: argparse.Namespace, seed: int, fixer_spec: Optional[str]) -> Dict[str, Any]:
+    """What a run's scores depend on besides the run itself (a cached score is reused only when they match)."""
+    return {
+        "offsets": [float(o) for o in args.offsets], "test_frames": list(args.test_frames), "seed": seed,
+        "eval_frame_stride": args.eval_frame_stride, "cross_camera_stride": args.cross_camera_stride, "fixer": fixer_spec,
+    }  # fmt: skip
+
+
+def evaluate(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any = None, fixer_spec: Optional[str] = None) -> Tuple[Metrics, Metrics]:
+    """Score one run: (its metrics, the metrics of its renders after ``fixer``, the "+" step; empty without one).
+
+    The scores are kept in ``quality_scores.json`` beside the run's config and reused while the settings
+    (:func:`score_settings`) match and ``--overwrite`` is not given, so seeds scored in parallel processes
+    can be tabled by one more call. The run's own metrics do not depend on the fixer: scores kept with one
+    serve a call without one (the "+" step's are reused only for the same fixer).
+    """
+    from difix_refiner.core import atomic
+
+    cache = config_path.parent / "quality_scores.json"
+    settings = score_settings(args, seed, fixer_spec if fixer is not None else None)
+    if cache.is_file() and not args.overwrite:
+        kept = json.loads(cache.read_text())
+        same_run = {**kept.get("settings", {}), "fixer": None} == {**settings, "fixer": None}
+        if same_run and (fixer is None or kept["settings"]["fixer"] == settings["fixer"]):
+            print(f"  reusing the scores in {cache}", flush=True)
+            return kept["metrics"], (kept["fixed"] if fixer is not None else {})
+    metrics, fixed = score_run(args, config_path, seed, fixer)
+    atomic.write_json(cache, {"settings": settings, "metrics": metrics, "fixed": fixed})
+    return metrics, fixed
+
+
+def score_run(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any) -> Tuple[Metrics, Metrics]:
+    """The scores of :func:`evaluate`, computed."""
     from difix_refiner.core.progress import NoProgress
     from difix_refiner.evaluation.runs import cross_camera_views, heldout_views, load_run, run_frame_range
     from difix_refiner.evaluation.settings import EvalSettings
     from difix_refiner.evaluation.shifted import DrivePlan, drive_metrics, evaluate_drive
+    from difix_refiner.fixer.render_fixing import takes_hints
 
-    run = load_run(config_path)
+    run = load_run(config_path, seed_points=fixer is not None and takes_hints(fixer))
     dp = run.config.pipeline.datamanager.dataparser
     frames = run_frame_range(dp, run.data)
     held, _ = heldout_views(dp, frames, run.trained)
@@ -245,8 +292,7 @@ def evaluate(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any 
     fixed: Metrics = {}
     for group, views in (("heldout", held), ("cross_camera", cross)):
         scores = photo_scores(run, views, fixer)
-        ranges = [(group, None)] + ([("cross_camera_test", test)] if group == "cross_camera" else [])
-        for key, frame_range in ranges:
+        for key, frame_range in ((group, None), (f"{group}_test", test)):
             for metric in ("psnr", "ssim"):
                 metrics[f"{key}.{metric}"] = _mean(scores, metric, frame_range)
                 if fixer is not None:
@@ -256,24 +302,27 @@ def evaluate(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any 
     camera = run.recorded.resolve_camera(None)
     selection = run.recorded.select(camera)[:: args.eval_frame_stride]
     plan = DrivePlan(camera, selection, offsets, [], settings.shown_offset(offsets), keep_renders=False)
-    drive = evaluate_drive(run, settings, plan, None, NoProgress(), str(config_path))
+    drive = evaluate_drive(run, settings, plan, fixer, NoProgress(), str(config_path))
     _, shifted = drive_metrics(drive, offsets, None, None, seed)
     for key, entry in shifted.items():
         for metric in ("lidar_psnr", "depth_absrel", "depth_rmse"):
             metrics[f"shifted.{key}.{metric}"] = entry[metric]
+        if fixer is not None:  # the fixer changes colour, not geometry: the "+" step has no depth rows of its own
+            fixed[f"shifted.{key}.lidar_psnr"] = entry["lidar_psnr_fixed"]
     return metrics, fixed
 
 
 def evaluate_seed(args: argparse.Namespace, setup: str, seed: int, fixers: Dict[str, Any]) -> Dict[str, Metrics]:
     """Train (or reuse) and score every system of one set-up and seed."""
     runs = train_runs(args, setup, seed)
-    plus_from = "hint" if "hint" in runs else "plain"
+    plus_from = plus_source(list(runs))
     out: Dict[str, Metrics] = {}
     for system, (config, wall) in runs.items():
         print(f"[{setup} seed {seed}] scoring {system}", flush=True)
-        metrics, fixed = evaluate(args, config, seed, fixers[plus_from] if system == plus_from else None)
+        plus = system == plus_from
+        metrics, fixed = evaluate(args, config, seed, fixers[system] if plus else None, run_fixer(args, system) if plus else None)
         out[system] = {**metrics, "wall_s": wall}
-        if system == plus_from:
+        if plus:
             out["plus"] = fixed
     return out
 
@@ -287,6 +336,8 @@ def metric_rows(offsets: Sequence[float]) -> List[Tuple[str, str, bool]]:
     rows = [
         ("heldout.psnr", "held-out PSNR", True),
         ("heldout.ssim", "held-out SSIM", True),
+        ("heldout_test.psnr", "held-out PSNR, test frames", True),
+        ("heldout_test.ssim", "held-out SSIM, test frames", True),
         ("cross_camera.psnr", "cross-camera PSNR, all frames", True),
         ("cross_camera.ssim", "cross-camera SSIM, all frames", True),
         ("cross_camera_test.psnr", "cross-camera PSNR, test frames", True),
@@ -389,15 +440,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     command = shlex.join([Path(sys.argv[0]).name if argv is None else "benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
     systems = systems_of(args)
-    fixers = {"plain": load_fixer(args.plain_fixer, args.device)}  # before training: a bad fixer fails at once
-    if args.hint_fixer is not None:
+    fixers = {}  # loaded before training: a bad fixer fails at once
+    if "plain" in systems:
+        fixers["plain"] = load_fixer(args.plain_fixer, args.device)
+    if "hint" in systems:
         fixers["hint"] = load_fixer(args.hint_fixer, args.device)
         if not fixers["hint"].config.uses_hint:
             raise SystemExit(f"--hint-fixer {args.hint_fixer} was trained without LiDAR hints (hint_channels 0)")
     keys = [key for key, _, _ in metric_rows(args.offsets)]
     results: Dict[str, Any] = {
         "command": command, "machine": machine(), "seeds": seeds_of(args), "systems": systems,
-        "test_frames": list(args.test_frames), "plus_from": "hint" if "hint" in fixers else "plain",
+        "test_frames": list(args.test_frames), "plus_from": plus_source(systems),
         "fixers": {"plain": args.plain_fixer, "hint": args.hint_fixer}, "setups": {},
     }  # fmt: skip
     for setup in args.setups:

@@ -25,6 +25,8 @@ be computed, with the reason under ``"skipped"``):
     the shifted render's pixel at its projection is compared with that colour. Squared errors of all
     points of all frames are pooled into one PSNR. Moving objects and the LiDAR-camera time offset
     add error that is the same for every run, so compare runs, not absolute values.
+    ``lidar_psnr_fixed`` is the same for the fixed renders (needs a fixer; a hint fixer gets each view's
+    LiDAR hint from the run's seed points, which hold training sweeps only).
   - ``sharpness``: mean variance of the Laplacian of the renders (no reference);
     ``sharpness_ratio`` = shifted / recorded.
   - ``fixer_agreement_psnr`` and ``fixer_mean_abs_diff``: between fixer(render) and the render, i.e.
@@ -82,7 +84,7 @@ from difix_refiner.evaluation.shifted import (
     drive_metrics,
     evaluate_drive,
 )
-from difix_refiner.fixer.render_fixing import read_photo
+from difix_refiner.fixer.render_fixing import read_photo, takes_hints
 
 
 @dataclass
@@ -204,7 +206,7 @@ def evaluate_run(
     progress = progress if progress is not None else NoProgress()
     _seed_everything(settings.seed)
 
-    run = load_run(config_path, settings.data)
+    run = load_run(config_path, settings.data, seed_points=fixer is not None and takes_hints(fixer))
     recorded = run.recorded
     # Resolved first so that an unknown --camera fails before any rendering.
     camera = recorded.resolve_camera(settings.camera)

@@ -15,12 +15,15 @@ import numpy as np
 from difix_refiner.cameras.reference_views import nearest_reference
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
+from difix_refiner.distillation.pseudo_view_fidelity import view_hint
 from difix_refiner.evaluation.drive_extras import run_masks
 from difix_refiner.evaluation.moving_objects import StaticPixelScores
 from difix_refiner.evaluation.runs import (
     LoadedRun,
+    camera_intrinsics,
     camera_matrix,
     cross_camera_views,
+    fixer_hint_cloud,
     heldout_views,
     pandaset_cameras,
     run_frame_range,
@@ -58,7 +61,7 @@ def score_views(
 
     ``sheet`` also keeps thumbnails of its frames. With a ``fixer``, every render is also scored after
     the fixer (the Difix3D+ "+" step) under ``"fixed"``, its reference being the nearest training photo
-    by pose.
+    by pose (and, for a hint fixer, its hint the run's seed points rendered into the view).
     """
     total = int(sum(len(f) for _, f in views))
     task = progress.add_task(title, total=total)
@@ -67,6 +70,7 @@ def score_views(
     per_camera = {}
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
+    hints = fixer_hint_cloud(run, fixer)  # a hint fixer gets each view's LiDAR hint
     static = StaticPixelScores(run_masks(run, [int(f) for _, fs in views for f in fs]))  # moving objects left out
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
@@ -89,7 +93,8 @@ def score_views(
                 pose = cams.camera_to_worlds[i].double().numpy()  # [3, 4] scene units
                 ref = nearest_reference(pose, train_poses, metres_per_scene_unit=mpsu)
                 reference = read_photo(run.train_paths[ref], w, h) if ref is not None else None
-                fixed_metrics.add(fix_render(fixer, render.rgb, reference), photo)
+                hint = None if hints is None else view_hint(hints, pose, camera_intrinsics(cams, i), mpsu).tensor()
+                fixed_metrics.add(fix_render(fixer, render.rgb, reference, hint), photo)
             progress.advance(task)
         summary = one.summary()
         summary.update(static.summary(name))

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -18,6 +19,8 @@ from difix_refiner.core.errors import InputError
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.scene.run_pipeline import load_pipeline, training_cameras
 from difix_refiner.scene.trained_run import load_run_config, recorded_images
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,12 +45,14 @@ class LoadedRun:
     """The datamanager's camera_res_scale_factor."""
 
 
-def load_run(config_path: Path, data: Optional[Path] = None) -> LoadedRun:
+def load_run(config_path: Path, data: Optional[Path] = None, seed_points: bool = False) -> LoadedRun:
     """Load a trained ``pandaset-data`` run (its latest checkpoint included) for evaluation.
 
     Args:
         config_path: The run's ``config.yml``.
         data: The run's PandaSet folder, if the one saved in its config is not valid from here.
+        seed_points: Keep the run's seed points (training sweeps only): a hint fixer's LiDAR hints
+            (:func:`fixer_hint_cloud`) are rendered from them.
     """
     from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
 
@@ -61,7 +66,7 @@ def load_run(config_path: Path, data: Optional[Path] = None) -> LoadedRun:
     folder = Path(data) if data is not None else Path(dm.data if getattr(dm, "data", None) is not None else dm.dataparser.data)
     if not folder.is_dir():
         raise InputError(f"the run's PandaSet folder {folder} does not exist from here; pass --data PATH")
-    config, pipeline = load_pipeline(config_path, data=folder)
+    config, pipeline = load_pipeline(config_path, data=folder, seed_points=seed_points)
     outputs = pipeline.datamanager.train_dataparser_outputs
     recorded = recorded_images(outputs, training_cameras(pipeline))
     names = recorded.camera_names or []
@@ -175,3 +180,23 @@ def camera_matrix(cameras: Any, i: int) -> Tuple[np.ndarray, int, int]:
     fx, fy = float(cameras.fx[i]), float(cameras.fy[i])
     cx, cy = float(cameras.cx[i]), float(cameras.cy[i])
     return lm.intrinsics_matrix(fx, fy, cx, cy), int(cameras.width[i]), int(cameras.height[i])
+
+
+def camera_intrinsics(cameras: Any, i: int) -> Dict[str, float]:
+    """``fx, fy, cx, cy, width, height`` of camera ``i`` of a ``Cameras`` batch (what a LiDAR hint is rendered with)."""
+    return {k: float(getattr(cameras, k)[i].reshape(-1)[0]) for k in ("fx", "fy", "cx", "cy", "width", "height")}
+
+
+def fixer_hint_cloud(run: LoadedRun, fixer: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The LiDAR hint cloud a hint fixer gets in evaluation, as in the refine loop: the run's seed points
+    (training sweeps only, so no evaluation sweep enters a hint). None for a plain fixer or a run without seeds."""
+    from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata
+    from difix_refiner.fixer.render_fixing import takes_hints
+
+    if fixer is None or not takes_hints(fixer):
+        return None
+    cloud = hint_cloud_from_metadata(run.pipeline.datamanager.train_dataparser_outputs.metadata)
+    if cloud is None:
+        logger.warning("the run has no seed points (loaded without seed_points=True, or trained without LiDAR): the hint fixer runs without hints")
+    return cloud
+

@@ -17,9 +17,10 @@ import numpy as np
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
 from difix_refiner.core.errors import InputError
+from difix_refiner.distillation.pseudo_view_fidelity import view_hint
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.evaluation.drive_extras import DriveExtras
-from difix_refiner.evaluation.runs import LoadedRun, camera_matrix
+from difix_refiner.evaluation.runs import LoadedRun, camera_intrinsics, camera_matrix, fixer_hint_cloud
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
 from difix_refiner.scene.run_pipeline import Render, render_camera
@@ -39,6 +40,8 @@ class OffsetStats:
     """Rendered vs LiDAR depth of each frame."""
     colour: List[lm.ColourSamples] = field(default_factory=list)
     """Rendered vs photo colour at the LiDAR points of each frame."""
+    colour_fixed: List[lm.ColourSamples] = field(default_factory=list)
+    """The same for the fixed render (with a fixer): the "+" step's LiDAR PSNR."""
     sharpness: List[float] = field(default_factory=list)
     """Variance of the Laplacian of each render."""
     agreement: List[Dict[str, float]] = field(default_factory=list)
@@ -52,8 +55,10 @@ class OffsetStats:
         """The JSON entry of this offset (None where nothing could be measured)."""
         d = lm.depth_errors(lm.DepthSamples.concat(self.depth))
         c = lm.samples_psnr(lm.ColourSamples.concat(self.colour))
+        c_fixed = lm.samples_psnr(lm.ColourSamples.concat(self.colour_fixed)) if self.colour_fixed else {"psnr": None}
         out: Dict[str, Any] = {
             "lidar_psnr": c["psnr"],
+            "lidar_psnr_fixed": c_fixed["psnr"],
             "lidar_points": c["num_points"],
             "depth_absrel": d["absrel"],
             "depth_rmse": d["rmse_m"],
@@ -185,6 +190,7 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
     # Only the run's evaluation sweeps, without moving objects (lidar_protocol).
     extras, sweeps = DriveExtras.start(run, sweeps, frames.tolist(), k, plan.offsets, settings.thumbnail_width)
     visibility = settings.visibility()
+    hints = fixer_hint_cloud(run, fixer)  # a hint fixer gets each view's LiDAR hint
 
     def to_world(pose: np.ndarray) -> np.ndarray:
         return lm.scene_to_world_opencv(pose, recorded.dataparser_transform, recorded.dataparser_scale)
@@ -227,8 +233,12 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
                     stats.depth.append(lm.depth_samples(view, render.depth_m, render.accumulation, settings.min_accumulation))
             fixed = None
             if fixer is not None:
-                fixed = fix_render(fixer, render.rgb, extras.reference(photo, frame) if settings.fixer_reference else None)
+                reference = extras.reference(photo, frame) if settings.fixer_reference else None
+                hint = None if hints is None else view_hint(hints, pose, camera_intrinsics(train_cams, m), mpsu).tensor()
+                fixed = fix_render(fixer, render.rgb, reference, hint)
                 stats.agreement.append(im.fixer_agreement(fixed, render.rgb))
+                if view is not None:
+                    stats.colour_fixed.append(lm.lidar_colour_samples(real_view, photo, view, fixed))
                 extras.on_fixed(offset, fixed, render)
             if plan.keep_renders:
                 stats.renders.append(render.rgb)

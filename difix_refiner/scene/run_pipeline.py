@@ -49,6 +49,7 @@ def load_pipeline(
     device: Optional[str] = None,
     data: Optional[Path] = None,
     step: Union[int, None, bool] = None,
+    seed_points: bool = False,
 ) -> Tuple[Any, Any]:
     """Set up a trained run's pipeline for rendering; returns ``(config, pipeline)``.
 
@@ -57,6 +58,8 @@ def load_pipeline(
         device: Torch device; default CUDA when available, else the CPU (as ``eval_setup``).
         data: A data folder to use instead of the one saved in the config (e.g. the run was moved).
         step: Checkpoint step to load; None: the latest; False: load none yet (see :func:`load_checkpoint`).
+        seed_points: Keep the dataparser's seed points in the training metadata (what a hint fixer's LiDAR
+            hints are rendered from); otherwise they are skipped, the checkpoint replacing them.
     """
     import torch
     from nerfstudio.configs.method_configs import all_methods
@@ -70,7 +73,7 @@ def load_pipeline(
     if data is not None:
         dm.data = Path(data)
         dm.dataparser.data = Path(data)
-    if hasattr(dm.dataparser, "load_lidar"):
+    if hasattr(dm.dataparser, "load_lidar") and not seed_points:
         dm.dataparser.load_lidar = False  # seed points are replaced by the checkpoint's Gaussians anyway
     if hasattr(config.pipeline.model, "num_random"):
         config.pipeline.model.num_random = 1000  # likewise the random initialisation

@@ -74,8 +74,38 @@ def test_mean_and_std_come_from_the_per_seed_values(ran):
     base = entry["per_seed"]["0"]["baseline"]
     for key in ("heldout.psnr", "cross_camera.psnr", "cross_camera_test.psnr", "shifted.+2.lidar_psnr", "wall_s"):
         assert base[key] is not None and np.isfinite(base[key]), key
+    for key in ("heldout_test.psnr", "shifted.+2.depth_absrel"):
+        assert base[key] is not None and np.isfinite(base[key]), key
     plus = entry["summary"]["plus"]
-    assert plus["heldout.psnr"]["mean"] is not None and plus["shifted.+2.lidar_psnr"]["mean"] is None  # photos only
+    assert plus["heldout.psnr"]["mean"] is not None and np.isfinite(plus["shifted.+2.lidar_psnr"]["mean"])
+    assert plus["shifted.+2.depth_absrel"]["mean"] is None  # a fixer changes colour, not depth
+    # The random tiny fixer changes the renders: the "+" step's scores are its own, not the refiner's.
+    hint = entry["per_seed"]["0"]["hint"]
+    assert entry["per_seed"]["0"]["plus"]["shifted.+2.lidar_psnr"] != hint["shifted.+2.lidar_psnr"]
+
+
+def test_a_second_call_reuses_runs_and_scores(ran, capsys):
+    quality, results, out = ran
+    caches = sorted(out.glob("demo/seed-*/*/**/quality_scores.json"))
+    assert len(caches) == 6  # 2 seeds x (baseline, plain, hint)
+    stamps = [c.stat().st_mtime_ns for c in caches]
+    again = quality.main(["--seeds", "2", "--first-seed", "0", "--setups", "demo", "--iterations", "4",
+                          "--plain-fixer", "tiny", "--hint-fixer", str(out.parent / "hint-fixer"),
+                          "--dataparser-args", "--frame-start 40 --frame-end 48 --lidar-max-points 1500",
+                          "--test-frames", "44", "48", "--offsets", "-2", "2", "--eval-frame-stride", "4",
+                          "--cross-camera-stride", "2", "--output-dir", str(out)])  # fmt: skip
+    assert again["setups"]["demo"]["per_seed"] == json.loads(json.dumps(results["setups"]["demo"]["per_seed"]))
+    assert [c.stat().st_mtime_ns for c in caches] == stamps
+    printed = capsys.readouterr().out
+    assert printed.count("reusing the scores") == 6 and "ns-train" not in printed.replace("reusing", "")
+
+
+def test_systems_baseline_alone_needs_no_fixer(ran):
+    quality, _, out = ran
+    args = quality.parse_args(["--systems", "baseline", "--plain-fixer", str(out / "no-such-fixer")])
+    assert quality.systems_of(args) == ["baseline"] and quality.plus_source(quality.systems_of(args)) is None
+    args = quality.parse_args(["--systems", "baseline", "plain"])
+    assert quality.systems_of(args) == ["baseline", "plain", "plus"]
 
 
 def test_mean_std_of_given_values():

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(not (BIN / "ns-train").exists(), reason="needs n
 SHIFTED_KEYS = {
     "lidar_psnr", "lidar_points", "depth_absrel", "depth_rmse", "depth_pixels", "sharpness", "sharpness_ratio",
     "fixer_agreement_psnr", "fixer_mean_abs_diff", "fid", "kid_mean", "kid_std", "fid_fixed", "kid_mean_fixed",
+    "lidar_psnr_fixed",
 }  # fmt: skip
 
 
@@ -52,6 +53,8 @@ def test_eval_writes_metrics_and_contact_sheet(tiny_run, tmp_path, monkeypatch):
         assert entry["lidar_points"] > 0 and entry["depth_pixels"] > 0
         assert entry["lidar_psnr"] > 0 and entry["depth_absrel"] >= 0 and entry["depth_rmse"] >= 0
         assert entry["sharpness"] > 0 and entry["fixer_agreement_psnr"] is not None
+        # The "+" step off the path: the same LiDAR points scored on the fixed render, which the fixer changed.
+        assert entry["lidar_psnr_fixed"] > 0 and entry["lidar_psnr_fixed"] != entry["lidar_psnr"]
         assert entry["fid"] is None  # no Inception weights given
     assert metrics["recorded"]["sharpness"] > 0 and metrics["recorded"]["lidar_psnr"] > 0
     assert "fid_kid" in metrics["skipped"] and "fixer" not in metrics["skipped"]
@@ -96,6 +99,7 @@ def test_eval_compares_two_runs(tiny_run, tmp_path, monkeypatch):
     for run in metrics.values():
         assert set(run["shifted"]) == {"-1", "+1"}
         assert run["shifted"]["+1"]["fixer_agreement_psnr"] is None and "fixer" in run["skipped"]
+        assert run["shifted"]["+1"]["lidar_psnr_fixed"] is None
         assert run["heldout"]["fixed"] is None and run["cross_camera"]["fixed"] is None
     # The same run evaluated twice gives the same numbers (everything is deterministic).
     assert metrics["refiner"]["shifted"] == metrics["baseline"]["shifted"]
@@ -163,3 +167,35 @@ def test_plus_step_uses_the_nearest_training_photo_as_reference(tiny_run, monkey
     photo = read_photo(paths[0], w, h)
     expected = im.psnr(im.as_float_image(real_fix(fixer, render.rgb, seen[0])), im.as_float_image(photo))
     assert result["fixed"]["psnr"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_hint_fixer_gets_each_shifted_views_lidar_hint(tiny_run, tmp_path, monkeypatch):
+    """The "+" step off the path: a hint fixer is given the hint of the shifted camera, from the run's seed points."""
+    import difix_refiner.evaluation.shifted as shifted
+    from difix_refiner.fixer import Fixer
+
+    monkeypatch.chdir(REPO)
+    hint_fixer = Fixer.tiny("difix", seed=0, hint_channels=4).save_pretrained(tmp_path / "hint-fixer")
+    given = []
+    real_fix_render = shifted.fix_render
+
+    def recording_fix_render(fixer, render, reference, hint=None):
+        given.append((render.shape, None if hint is None else (tuple(hint.shape), float(hint[3].mean()))))
+        return real_fix_render(fixer, render, reference, hint)
+
+    monkeypatch.setattr(shifted, "fix_render", recording_fix_render)
+    out = tmp_path / "eval"
+    entrypoint(
+        [
+            "eval", "--load-config", str(tiny_run), "--output-dir", str(out), "--fixer-base", str(hint_fixer),
+            "--offsets", "-1", "1", "--frame-stride", "80", "--heldout-stride", "10", "--cross-camera-stride", "80",
+            "--thumbnail-width", "80",
+        ]
+    )  # fmt: skip
+    assert len(given) == 3  # one frame at 0, -1 and +1 m
+    for (h, w, _), hint in given:
+        assert hint is not None, "the hint fixer ran without a hint"
+        shape, valid = hint
+        assert shape == (4, h, w) and 0.0 < valid < 1.0  # RGB + validity; some pixels hold a LiDAR point
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(e["lidar_psnr_fixed"] is not None for e in metrics["shifted"].values())
