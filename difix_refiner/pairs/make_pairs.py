@@ -28,8 +28,10 @@ own run trained on ``--cameras`` only (a front-only reconstruction rendered at t
 (``hint_image``/``hint_mask``, see :mod:`.hint_source`): the training frames' sweeps only (never the
 test frames', nor ``--hint-exclude-frames``), coloured from the training photos of ``--cameras``.
 
-**Moving objects**: an optional :class:`~difix_refiner.pairs.moving_masks.MovingObjectMasks` provider
-(``make_pairs(config, masks=...)``) masks them out of targets and references.
+**Moving objects**: a :class:`~difix_refiner.pairs.moving_masks.MovingObjectMasks` provider masks them out
+of targets and references: for pandaset-data with boxes, by default (``--moving-objects mask``), the
+projected non-stationary boxes (:class:`~difix_refiner.pairs.moving_masks.PandasetBoxMasks`); a caller
+may pass its own (``make_pairs(config, masks=...)``).
 
 This module checks the options (:class:`MakePairsConfig`) and drives the job; the pieces live next to
 it: :mod:`.underfit` (underfit and sparse), :mod:`.cross_camera`, :mod:`.cycle` (with
@@ -89,6 +91,7 @@ import numpy as np
 from difix_refiner.cameras.reference_views import DEFAULT_ANGLE_WEIGHT
 from difix_refiner.core import atomic
 from difix_refiner.core.errors import InputError
+from difix_refiner.data.boxes import DEFAULT_MARGIN_M, has_boxes
 from difix_refiner.pairs.collector import IMAGES, PairCollector
 from difix_refiner.pairs.cross_camera import eval_split_args, render_cross_camera
 from difix_refiner.pairs.cycle import (
@@ -104,7 +107,7 @@ from difix_refiner.pairs.hint_source import (
     HintSource,
     build_hint_source,
 )
-from difix_refiner.pairs.moving_masks import MovingObjectMasks
+from difix_refiner.pairs.moving_masks import MovingObjectMasks, PandasetBoxMasks
 from difix_refiner.pairs.runs import RunTrainer, TrainedRun
 from difix_refiner.pairs.underfit import (
     render_held_out,
@@ -203,6 +206,10 @@ class MakePairsConfig:
     """Frames whose LiDAR sweeps never enter a hint, besides the test frames (e.g. a dataparser's evaluation sweeps)."""
     hint_voxel_size: float = DEFAULT_HINT_VOXEL_M
     """Voxel size in metres of the hints' point cloud."""
+    moving_objects: Literal["mask", "keep"] = "mask"
+    """pandaset-data: mask the boxes of moving (non-stationary) objects out of every pair's target (it takes the render there) and reference (mid-grey there), so the fixer is never taught to paint an object the render lacks; keep: leave them. No effect without annotations/cuboids."""
+    moving_object_margin: float = DEFAULT_MARGIN_M
+    """Metres each moving object's box is grown by before it is projected."""
     prompt: str = DEFAULT_PROMPT
     """Prompt stored with every pair."""
     seed: int = 42
@@ -227,6 +234,8 @@ class MakePairsJob:
 
     def __init__(self, options: MakePairsConfig, masks: Optional[MovingObjectMasks] = None) -> None:
         self.o = options
+        if masks is None and options.moving_objects == "mask" and options.dataparser == PANDASET and has_boxes(options.data):
+            masks = PandasetBoxMasks(Path(options.data), options.moving_object_margin)
         self.masks = masks
         self.out = Path(options.output_dir)
         self.runs_dir = self.out / RUNS
@@ -293,6 +302,7 @@ class MakePairsJob:
         if o.downscale_factors and o.downscale_factor is not None:
             raise InputError("give either --downscale-factor or --downscale-factors, not both")
         _check_finite_positive("--hint-voxel-size", o.hint_voxel_size)
+        _check_finite_positive("--moving-object-margin", o.moving_object_margin, allow_zero=True)
         if o.lidar_max_points < 1:
             raise InputError(f"--lidar-max-points must be >= 1, got {o.lidar_max_points}")
         self.device = self._device()

@@ -14,10 +14,14 @@ masks. Without a provider nothing changes.
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Protocol
 
 import numpy as np
 
+from difix_refiner.data.boxes import DEFAULT_MARGIN_M, Box, box_pixel_mask, dynamic_boxes, load_boxes
+from difix_refiner.data.lidar_hint import opengl_to_opencv
 from difix_refiner.pairs.hint_source import ViewGeometry
 
 MASKED_REFERENCE_GREY = 128
@@ -29,6 +33,29 @@ class MovingObjectMasks(Protocol):
 
     def __call__(self, camera: str, frame: int, geometry: ViewGeometry) -> Optional[np.ndarray]:
         """[H, W] bool, True on moving objects, at ``geometry``'s size (world metres, OpenGL axes)."""
+
+
+@dataclass
+class PandasetBoxMasks:
+    """The PandaSet provider: a frame's non-stationary boxes (``annotations/cuboids``), grown by ``margin_m``
+    and projected into the view (the boxes the dataparser masks out of its losses)."""
+
+    root: Path
+    """PandaSet folder (either layout); without ``annotations/cuboids`` nothing is masked."""
+    margin_m: float = DEFAULT_MARGIN_M
+    """Metres each box is grown by on every side."""
+    _boxes: Dict[int, List[Box]] = field(default_factory=dict, init=False, repr=False)
+
+    def __call__(self, camera: str, frame: int, geometry: ViewGeometry) -> Optional[np.ndarray]:
+        if frame not in self._boxes:
+            loaded = load_boxes(self.root, [frame])
+            self._boxes[frame] = dynamic_boxes(loaded[frame], self.margin_m) if loaded is not None else []
+        boxes = self._boxes[frame]
+        if not boxes:
+            return None
+        c2w = opengl_to_opencv(np.asarray(geometry.c2w_world, dtype=np.float64))  # [3, 4] world metres
+        mask = box_pixel_mask(boxes, c2w, geometry.K, geometry.width, geometry.height)  # [H, W]
+        return mask if mask.any() else None
 
 
 def check_mask(mask: Optional[np.ndarray], geometry: ViewGeometry, what: str) -> Optional[np.ndarray]:
