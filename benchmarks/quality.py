@@ -387,6 +387,52 @@ def markdown_table(summary: Dict[str, Dict[str, Any]], systems: Sequence[str], o
     return "\n".join(lines)
 
 
+RELATIVE = ("depth_absrel", "depth_rmse", "wall_s")
+"""Metrics whose change over the baseline is given in percent (the others as differences)."""
+
+
+def _relative(key: str) -> bool:
+    return key.split(".")[-1] in RELATIVE
+
+
+def paired_gains(per_seed: Dict[int, Dict[str, Metrics]], systems: Sequence[str], keys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """``{system: {metric: mean_std of the per-seed change over that seed's baseline}}`` (every system but the
+    baseline; a difference, or a percentage for :data:`RELATIVE` metrics). Seeds where either is missing are skipped."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for system in [s for s in systems if s != "baseline"]:
+        out[system] = {}
+        for key in keys:
+            changes: List[Optional[float]] = []
+            for seed in sorted(per_seed):
+                value, base = per_seed[seed].get(system, {}).get(key), per_seed[seed].get("baseline", {}).get(key)
+                if value is None or base is None:
+                    continue
+                changes.append(100.0 * (value - base) / base if _relative(key) else value - base)
+            out[system][key] = mean_std(changes)
+    return out
+
+
+def gains_table(gains: Dict[str, Dict[str, Any]], offsets: Sequence[float]) -> str:
+    """One row per metric, one column per system: its mean ± std change over the baseline, paired by seed."""
+    systems = list(gains)
+    lines = ["| change over the baseline | " + " | ".join(SYSTEM_LABELS[s] for s in systems) + " |"]
+    lines.append("|---|" + "---:|" * len(systems))
+    for key, label, higher in metric_rows(offsets):
+        arrow = "↑" if higher else "↓"
+        cells = []
+        for system in systems:
+            e = gains[system].get(key, {"mean": None})
+            if e["mean"] is None:
+                cells.append("n/a")
+            elif _relative(key):
+                cells.append(f"{e['mean']:+.1f}% ± {e['std']:.1f}")
+            else:
+                digits = 4 if "SSIM" in label else 2
+                cells.append(f"{e['mean']:+.{digits}f} ± {e['std']:.{digits}f}")
+        lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def machine() -> Dict[str, Any]:
     """The CPU model, core count and platform (the tables name the machine)."""
     model = platform.processor() or platform.machine()
@@ -422,10 +468,14 @@ def write_report(args: argparse.Namespace, results: Dict[str, Any], command: str
         f"Command: `{command}`",
         f"Seeds: {', '.join(map(str, results['seeds']))}; mean ± standard deviation over the seeds (n/a: not measured).",
         f"Test frames of the cross-camera rows: [{results['test_frames'][0]}, {results['test_frames'][1]}).",
-        f"The \"+\" step: the renders of the {results['plus_from']} refiner after its fixer.",
     ]
+    if results["plus_from"] is not None:
+        parts.append(f"The \"+\" step: the renders of the {results['plus_from']} refiner after its fixer.")
     for setup, entry in results["setups"].items():
         parts += ["", f"## Set-up `{setup}`", "", markdown_table(entry["summary"], results["systems"], args.offsets)]
+        if entry.get("gains"):
+            parts += ["", "Change over the baseline, paired by seed (mean ± std of the per-seed changes; depth and time in percent):",
+                      "", gains_table(entry["gains"], args.offsets)]  # fmt: skip
     with atomic.atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return json_path, md_path
@@ -438,7 +488,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    command = shlex.join([Path(sys.argv[0]).name if argv is None else "benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])  # as run from the repository root
     systems = systems_of(args)
     fixers = {}  # loaded before training: a bad fixer fails at once
     if "plain" in systems:
@@ -456,8 +506,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for setup in args.setups:
         per_seed = {seed: evaluate_seed(args, setup, seed, fixers) for seed in seeds_of(args)}
         summary = summarise(per_seed, systems, keys)
-        results["setups"][setup] = {"per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary}
-        print(f"\n## Set-up {setup} ({len(per_seed)} seeds)\n\n" + markdown_table(summary, systems, args.offsets), flush=True)
+        gains = paired_gains(per_seed, systems, keys) if "baseline" in systems else {}
+        results["setups"][setup] = {"per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary, "gains": gains}
+        tables = markdown_table(summary, systems, args.offsets) + ("\n\n" + gains_table(gains, args.offsets) if gains else "")
+        print(f"\n## Set-up {setup} ({len(per_seed)} seeds)\n\n" + tables, flush=True)
     json_path, md_path = write_report(args, results, command)
     print(f"\nwritten: {json_path}, {md_path}")
     return results

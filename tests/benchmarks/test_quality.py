@@ -112,3 +112,19 @@ def test_mean_std_of_given_values():
     quality = load_benchmark()
     assert quality.mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2, "values": [1.0, 3.0, None]}
     assert quality.mean_std([5.0])["std"] == 0.0 and quality.mean_std([None])["mean"] is None
+
+
+def test_gains_are_paired_by_seed():
+    """Each seed's change over its own baseline: a difference for PSNR, a percentage for depth errors."""
+    quality = load_benchmark()
+    per_seed = {
+        1: {"baseline": {"heldout.psnr": 10.0, "shifted.+2.depth_absrel": 0.2}, "hint": {"heldout.psnr": 11.0, "shifted.+2.depth_absrel": 0.1}},
+        2: {"baseline": {"heldout.psnr": 20.0, "shifted.+2.depth_absrel": 0.2}, "hint": {"heldout.psnr": 23.0, "shifted.+2.depth_absrel": 0.15}},
+        3: {"baseline": {"heldout.psnr": 30.0}, "hint": {"heldout.psnr": None}},  # not measured: left out
+    }  # fmt: skip
+    gains = quality.paired_gains(per_seed, ["baseline", "hint"], ["heldout.psnr", "shifted.+2.depth_absrel"])
+    assert list(gains) == ["hint"]
+    assert gains["hint"]["heldout.psnr"]["values"] == [1.0, 3.0] and gains["hint"]["heldout.psnr"]["mean"] == 2.0
+    assert gains["hint"]["shifted.+2.depth_absrel"]["values"] == pytest.approx([-50.0, -25.0])
+    table = quality.gains_table(gains, [2.0]).splitlines()
+    assert "| held-out PSNR ↑ | +2.00 ± 1.41 |" in table and "| shifted +2 m depth AbsRel ↓ | -37.5% ± 17.7 |" in table
