@@ -91,6 +91,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads per training and for the evaluation")
     p.add_argument("--output-dir", type=Path, default=Path("outputs/quality"), help="runs, quality.json, quality.md")
     p.add_argument("--overwrite", action="store_true", help="train every run again (otherwise finished runs are reused)")
+    p.add_argument("--table-only", action="store_true",
+                   help="train nothing: score and table the runs already trained under --output-dir (the others are n/a)")  # fmt: skip
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
@@ -171,6 +173,9 @@ def train_runs(args: argparse.Namespace, setup: str, seed: int) -> Dict[str, Tup
         if finished(config) and not args.overwrite:
             print(f"[{setup} seed {seed}] {system}: reusing {config}", flush=True)
             runs[system] = (config, _logged_wall(out / system))
+            continue
+        if args.table_only:
+            print(f"[{setup} seed {seed}] {system}: not trained (--table-only): n/a", flush=True)
             continue
         if (out / system).exists():
             shutil.rmtree(out / system)
@@ -315,7 +320,7 @@ def score_run(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any
 def evaluate_seed(args: argparse.Namespace, setup: str, seed: int, fixers: Dict[str, Any]) -> Dict[str, Metrics]:
     """Train (or reuse) and score every system of one set-up and seed."""
     runs = train_runs(args, setup, seed)
-    plus_from = plus_source(list(runs))
+    plus_from = plus_source(systems_of(args))  # missing that run (--table-only): no "+" step for this seed
     out: Dict[str, Metrics] = {}
     for system, (config, wall) in runs.items():
         print(f"[{setup} seed {seed}] scoring {system}", flush=True)
@@ -374,7 +379,8 @@ def _cell(entry: Dict[str, Any], label: str) -> str:
     if entry["mean"] is None:
         return "n/a"
     digits = 4 if ("SSIM" in label or "AbsRel" in label) else 1 if "wall" in label else 2
-    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+    seeds = f" (n={entry['n']})" if entry["n"] < len(entry["values"]) else ""  # fewer seeds measured than asked
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}{seeds}"
 
 
 def markdown_table(summary: Dict[str, Dict[str, Any]], systems: Sequence[str], offsets: Sequence[float]) -> str:
@@ -397,7 +403,7 @@ def _relative(key: str) -> bool:
 
 def paired_gains(per_seed: Dict[int, Dict[str, Metrics]], systems: Sequence[str], keys: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     """``{system: {metric: mean_std of the per-seed change over that seed's baseline}}`` (every system but the
-    baseline; a difference, or a percentage for :data:`RELATIVE` metrics). Seeds where either is missing are skipped."""
+    baseline; a difference, or a percentage for :data:`RELATIVE` metrics). A seed where either is missing is None."""
     out: Dict[str, Dict[str, Any]] = {}
     for system in [s for s in systems if s != "baseline"]:
         out[system] = {}
@@ -406,6 +412,7 @@ def paired_gains(per_seed: Dict[int, Dict[str, Metrics]], systems: Sequence[str]
             for seed in sorted(per_seed):
                 value, base = per_seed[seed].get(system, {}).get(key), per_seed[seed].get("baseline", {}).get(key)
                 if value is None or base is None:
+                    changes.append(None)
                     continue
                 changes.append(100.0 * (value - base) / base if _relative(key) else value - base)
             out[system][key] = mean_std(changes)
@@ -424,11 +431,11 @@ def gains_table(gains: Dict[str, Dict[str, Any]], offsets: Sequence[float]) -> s
             e = gains[system].get(key, {"mean": None})
             if e["mean"] is None:
                 cells.append("n/a")
-            elif _relative(key):
-                cells.append(f"{e['mean']:+.1f}% ± {e['std']:.1f}")
             else:
-                digits = 4 if "SSIM" in label else 2
-                cells.append(f"{e['mean']:+.{digits}f} ± {e['std']:.{digits}f}")
+                seeds = f" (n={e['n']})" if e["n"] < len(e["values"]) else ""
+                digits = 1 if _relative(key) else 4 if "SSIM" in label else 2
+                unit = "%" if _relative(key) else ""
+                cells.append(f"{e['mean']:+.{digits}f}{unit} ± {e['std']:.{digits}f}{seeds}")
         lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -124,7 +124,24 @@ def test_gains_are_paired_by_seed():
     }  # fmt: skip
     gains = quality.paired_gains(per_seed, ["baseline", "hint"], ["heldout.psnr", "shifted.+2.depth_absrel"])
     assert list(gains) == ["hint"]
-    assert gains["hint"]["heldout.psnr"]["values"] == [1.0, 3.0] and gains["hint"]["heldout.psnr"]["mean"] == 2.0
-    assert gains["hint"]["shifted.+2.depth_absrel"]["values"] == pytest.approx([-50.0, -25.0])
+    assert gains["hint"]["heldout.psnr"]["values"] == [1.0, 3.0, None] and gains["hint"]["heldout.psnr"]["mean"] == 2.0
+    assert gains["hint"]["shifted.+2.depth_absrel"]["values"][:2] == pytest.approx([-50.0, -25.0])
     table = quality.gains_table(gains, [2.0]).splitlines()
-    assert "| held-out PSNR ↑ | +2.00 ± 1.41 |" in table and "| shifted +2 m depth AbsRel ↓ | -37.5% ± 17.7 |" in table
+    # Two of the three seeds measured: the cells say so.
+    assert "| held-out PSNR ↑ | +2.00 ± 1.41 (n=2) |" in table and "| shifted +2 m depth AbsRel ↓ | -37.5% ± 17.7 (n=2) |" in table
+
+
+def test_table_only_trains_nothing_and_tables_what_is_there(ran, capsys):
+    quality, results, out = ran
+    common = ["--setups", "demo", "--iterations", "4", "--plain-fixer", "tiny", "--hint-fixer", str(out.parent / "hint-fixer"),
+              "--dataparser-args", "--frame-start 40 --frame-end 48 --lidar-max-points 1500", "--test-frames", "44", "48",
+              "--offsets", "-2", "2", "--eval-frame-stride", "4", "--cross-camera-stride", "2", "--output-dir", str(out)]  # fmt: skip
+    # Seeds 1 and 2: seed 1 was trained by the fixture, seed 2 never.
+    table = quality.main(["--first-seed", "1", "--seeds", "2", "--table-only", *common])
+    printed = capsys.readouterr().out
+    assert "ns-train difix-refiner-cpu (log" not in printed and printed.count("not trained (--table-only)") == 3
+    assert not (out / "demo" / "seed-2").exists()
+    summary = table["setups"]["demo"]["summary"]
+    seed_1 = results["setups"]["demo"]["per_seed"]["1"]
+    assert summary["hint"]["heldout.psnr"]["n"] == 1 and summary["hint"]["heldout.psnr"]["mean"] == seed_1["hint"]["heldout.psnr"]
+    assert "(n=1)" in quality.markdown_table(summary, table["systems"], [-2.0, 2.0])
