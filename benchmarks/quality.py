@@ -16,7 +16,8 @@ reference), or the plain refiner's through the plain fixer when no hint fixer is
 - cross-camera PSNR / SSIM over all frames and over ``--test-frames`` (default 60-79, the frames no shipped
   fixer trained on), for cameras the run never trained on;
 - for each ``--offsets`` shift: LiDAR-anchored colour PSNR and depth AbsRel / RMSE (metres), as ``eval``
-  (evaluation sweeps only); the "+" step has the LiDAR PSNR of the fixed renders (a fixer leaves depth alone);
+  (evaluation sweeps only); the "+" step has the LiDAR PSNR of the fixed renders (a fixer leaves depth alone)
+  and, in ``quality.json``, the fixer's mean change inside moving objects' boxes and outside them (ghosts);
 - training wall time.
 
 Set-ups (``--setups``): ``demo`` (front camera only, the side cameras held out, refine targets ``both``:
@@ -314,6 +315,8 @@ def score_run(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any
             metrics[f"shifted.{key}.{metric}"] = entry[metric]
         if fixer is not None:  # the fixer changes colour, not geometry: the "+" step has no depth rows of its own
             fixed[f"shifted.{key}.lidar_psnr"] = entry["lidar_psnr_fixed"]
+            for where in ("moving", "static"):  # the ghost check: its change inside moving boxes against outside
+                fixed[f"shifted.{key}.fixer_change_{where}"] = entry.get(f"fixer_change_{where}")
     return metrics, fixed
 
 
