@@ -216,9 +216,9 @@ def photo_scores(run: Any, views: List[Tuple[str, np.ndarray]], fixer: Any) -> L
     from difix_refiner.cameras.reference_views import nearest_reference
     from difix_refiner.core import image_metrics as im
     from difix_refiner.distillation.pseudo_view_fidelity import view_hint
-    from difix_refiner.evaluation.runs import camera_intrinsics, camera_matrix, fixer_hint_cloud, pandaset_cameras
+    from difix_refiner.evaluation.runs import camera_matrix, fixer_hint_cloud, pandaset_cameras
     from difix_refiner.fixer.render_fixing import fix_render, read_photo
-    from difix_refiner.scene.run_pipeline import render_camera
+    from difix_refiner.scene.run_pipeline import camera_intrinsics, render_camera
 
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]

@@ -34,6 +34,7 @@ from difix_refiner.distillation.pseudo_view_fidelity import (
 )
 from difix_refiner.fixer.options import FixerOptions, resolve_device
 from difix_refiner.scene.run_pipeline import (
+    camera_intrinsics,
     cameras_with_poses,
     load_pipeline,
     render_camera,
@@ -64,11 +65,6 @@ def frame_file(frame_index: int) -> str:
     return f"frame_{frame_index:05d}.png"
 
 
-def camera_intrinsics(camera: Any) -> Dict[str, float]:
-    """``fx, fy, cx, cy, width, height`` of a nerfstudio ``Cameras`` [1]."""
-    return {k: float(getattr(camera, k)[0, 0]) for k in ("fx", "fy", "cx", "cy", "width", "height")}
-
-
 @dataclass
 class _FrameFixer:
     """The fixer, with the recorded photos it takes as reference views (None: no references) and the
@@ -94,7 +90,7 @@ class _FrameFixer:
         hint = None
         if self.hint_cloud is not None and camera is not None:
             pose = camera.camera_to_worlds[0].double().cpu().numpy()  # [3, 4]
-            hint = view_hint(self.hint_cloud, pose, camera_intrinsics(camera), self.metres_per_scene_unit).tensor()
+            hint = view_hint(self.hint_cloud, pose, camera_intrinsics(camera, 0), self.metres_per_scene_unit).tensor()
         return fix_render(self.fixer, image, reference, hint)
 
 
@@ -157,8 +153,8 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
     # Steps that tests can replace.
 
     def _load_pipeline(self) -> Any:
-        """Load the trained pipeline (latest checkpoint)."""
-        return load_pipeline(Path(self.load_config))[1]
+        """Load the trained pipeline (latest checkpoint), with its seed points when --fix may need hints."""
+        return load_pipeline(Path(self.load_config), seed_points=self.fix and self.fixer_hint)[1]
 
     def _load_fixer(self, device: str) -> Any:
         """Load the fixer for --fix (``device``: the default for --fixer-device auto)."""

@@ -20,7 +20,6 @@ from difix_refiner.evaluation.drive_extras import run_masks
 from difix_refiner.evaluation.moving_objects import StaticPixelScores
 from difix_refiner.evaluation.runs import (
     LoadedRun,
-    camera_intrinsics,
     camera_matrix,
     cross_camera_views,
     fixer_hint_cloud,
@@ -30,7 +29,7 @@ from difix_refiner.evaluation.runs import (
 )
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
-from difix_refiner.scene.run_pipeline import render_camera
+from difix_refiner.scene.run_pipeline import camera_intrinsics, render_camera
 
 ViewCells = Dict[str, Dict[str, Dict[int, np.ndarray]]]
 """Thumbnails of views: ``{camera: {"photo" | "render": {frame: uint8 [h, w, 3]}}}``."""

@@ -182,11 +182,6 @@ def camera_matrix(cameras: Any, i: int) -> Tuple[np.ndarray, int, int]:
     return lm.intrinsics_matrix(fx, fy, cx, cy), int(cameras.width[i]), int(cameras.height[i])
 
 
-def camera_intrinsics(cameras: Any, i: int) -> Dict[str, float]:
-    """``fx, fy, cx, cy, width, height`` of camera ``i`` of a ``Cameras`` batch (what a LiDAR hint is rendered with)."""
-    return {k: float(getattr(cameras, k)[i].reshape(-1)[0]) for k in ("fx", "fy", "cx", "cy", "width", "height")}
-
-
 def fixer_hint_cloud(run: LoadedRun, fixer: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """The LiDAR hint cloud a hint fixer gets in evaluation, as in the refine loop: the run's seed points
     (training sweeps only, so no evaluation sweep enters a hint). None for a plain fixer or a run without seeds."""

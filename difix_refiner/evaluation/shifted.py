@@ -20,10 +20,10 @@ from difix_refiner.core.errors import InputError
 from difix_refiner.distillation.pseudo_view_fidelity import view_hint
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.evaluation.drive_extras import DriveExtras
-from difix_refiner.evaluation.runs import LoadedRun, camera_intrinsics, camera_matrix, fixer_hint_cloud
+from difix_refiner.evaluation.runs import LoadedRun, camera_matrix, fixer_hint_cloud
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
-from difix_refiner.scene.run_pipeline import Render, render_camera
+from difix_refiner.scene.run_pipeline import Render, camera_intrinsics, render_camera
 from difix_refiner.scene.shift_options import ShiftOptions
 
 

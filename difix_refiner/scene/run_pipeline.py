@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -86,6 +86,11 @@ def load_pipeline(
     if step is not False:
         load_checkpoint(config, pipeline, step)
     return config, pipeline
+
+
+def camera_intrinsics(cameras: Any, i: int) -> Dict[str, float]:
+    """``fx, fy, cx, cy, width, height`` of camera ``i`` of a nerfstudio ``Cameras`` batch (what a LiDAR hint is rendered with)."""
+    return {k: float(getattr(cameras, k)[i].reshape(-1)[0]) for k in ("fx", "fy", "cx", "cy", "width", "height")}
 
 
 def training_cameras(pipeline: Any) -> Any:

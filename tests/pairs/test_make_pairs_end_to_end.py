@@ -64,6 +64,9 @@ def test_valid_difix_json_with_every_strategy(made):
     assert strategies == {"underfit", "sparse", "cross-camera", "cycle"}
     assert {r["label"] for r in manifest["pairs"].values()} >= {"underfit-25", "underfit-50", "cross-camera", "sparse-k3", "cycle+2m"}
     assert sum(len(s) for s in splits.values()) == len(manifest["pairs"])
+    # The bundled scene has boxes: moving objects are masked out of targets and references by default.
+    assert manifest["moving_object_masks"] is True
+    assert any((out / "images" / "moving-masks").rglob("*.png"))
     # Runs are kept, including the cycle's rendered dataset (renders only, no photos).
     for run in manifest["runs"].values():
         assert (out / run["config"]).is_file() and (out / run["log"]).is_file()
