@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -449,3 +450,17 @@ def test_render_recorded_renders_only_the_recorded_path(tmp_path, monkeypatch, c
                 command_class=RenderRecordedCommand)
     with pytest.raises(SystemExit, match="render-recorded: error: the output folder already holds results"):
         run_cli(monkeypatch, pipeline, "--load-config", config_file, "--output-dir", out, command_class=RenderRecordedCommand)
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "ns-train").exists(), reason="needs ns-train next to this python")
+def test_fix_loads_a_real_run_with_its_seed_points(tiny_run, monkeypatch):
+    """A hint fixer's hints come from the run's seed points, so --fix loads them (plain renders skip them)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the run's data path is relative to the repository
+
+    def seed_points(**options):
+        pipeline = RenderShiftedCommand(load_config=tiny_run, offsets=(1.0,), output_dir=Path("unused"), **options)._load_pipeline()
+        return pipeline.datamanager.train_dataparser_outputs.metadata.get("points3D_xyz")
+
+    points = seed_points(fix=True)
+    assert points is not None and points.shape[0] > 100 and points.shape[1] == 3
+    assert seed_points() is None and seed_points(fix=True, fixer_hint=False) is None
