@@ -148,7 +148,8 @@ def test_plus_step_uses_the_nearest_training_photo_as_reference(tiny_run, monkey
     seen = []
     real_fix = pm.fix_render
 
-    def recording_fix(f, image, reference):
+    def recording_fix(f, image, reference, hint=None):
+        assert hint is None  # a plain fixer gets no hint
         seen.append(reference)
         return real_fix(f, image, reference)
 
