@@ -194,4 +194,3 @@ def fixer_hint_cloud(run: LoadedRun, fixer: Any) -> Optional[Tuple[np.ndarray, n
     if cloud is None:
         logger.warning("the run has no seed points (loaded without seed_points=True, or trained without LiDAR): the hint fixer runs without hints")
     return cloud
-
