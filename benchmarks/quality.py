@@ -215,14 +215,14 @@ def photo_scores(run: Any, views: List[Tuple[str, np.ndarray]], fixer: Any) -> L
     """
     from difix_refiner.cameras.reference_views import nearest_reference
     from difix_refiner.core import image_metrics as im
-    from difix_refiner.distillation.pseudo_view_fidelity import view_hint
-    from difix_refiner.evaluation.runs import camera_matrix, fixer_hint_cloud, pandaset_cameras
+    from difix_refiner.distillation.pseudo_view_fidelity import fixer_hint_cloud, view_hint
+    from difix_refiner.evaluation.runs import camera_matrix, pandaset_cameras
     from difix_refiner.fixer.render_fixing import fix_render, read_photo
     from difix_refiner.scene.run_pipeline import camera_intrinsics, render_camera
 
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
-    cloud = fixer_hint_cloud(run, fixer)  # a hint fixer's LiDAR hints (the run's seed points)
+    cloud = fixer_hint_cloud(run.pipeline, fixer)  # a hint fixer's LiDAR hints (the run's seed points)
     scores = []
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
@@ -378,12 +378,16 @@ def summarise(per_seed: Dict[int, Dict[str, Metrics]], systems: Sequence[str], k
     }
 
 
+def _fewer_seeds(entry: Dict[str, Any]) -> str:
+    """`` (n=k)`` when a :func:`mean_std` entry was measured on fewer seeds than asked, else empty."""
+    return f" (n={entry['n']})" if entry["n"] < len(entry["values"]) else ""
+
+
 def _cell(entry: Dict[str, Any], label: str) -> str:
     if entry["mean"] is None:
         return "n/a"
     digits = 4 if ("SSIM" in label or "AbsRel" in label) else 1 if "wall" in label else 2
-    seeds = f" (n={entry['n']})" if entry["n"] < len(entry["values"]) else ""  # fewer seeds measured than asked
-    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}{seeds}"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}{_fewer_seeds(entry)}"
 
 
 def markdown_table(summary: Dict[str, Dict[str, Any]], systems: Sequence[str], offsets: Sequence[float]) -> str:
@@ -435,10 +439,9 @@ def gains_table(gains: Dict[str, Dict[str, Any]], offsets: Sequence[float]) -> s
             if e["mean"] is None:
                 cells.append("n/a")
             else:
-                seeds = f" (n={e['n']})" if e["n"] < len(e["values"]) else ""
                 digits = 1 if _relative(key) else 4 if "SSIM" in label else 2
                 unit = "%" if _relative(key) else ""
-                cells.append(f"{e['mean']:+.{digits}f}{unit} ± {e['std']:.{digits}f}{seeds}")
+                cells.append(f"{e['mean']:+.{digits}f}{unit} ± {e['std']:.{digits}f}{_fewer_seeds(e)}")
         lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import progress_bar
 from difix_refiner.core.video import Mp4Writer, video_backend
 from difix_refiner.distillation.pseudo_view_fidelity import (
-    hint_cloud_from_metadata,
+    fixer_hint_cloud,
     view_hint,
 )
 from difix_refiner.fixer.options import FixerOptions, resolve_device
@@ -213,13 +213,9 @@ class RenderShiftedCommand(FixerOptions, ShiftOptions):
         """Load the fixer (once, only with --fix), find the reference photos of the selected images and,
         for a hint fixer, the run's LiDAR points."""
         fixer = self._load_fixer(str(pipeline.device))
-        from difix_refiner.fixer.render_fixing import takes_hints, takes_references
+        from difix_refiner.fixer.render_fixing import takes_references
 
-        cloud = None
-        if self.fixer_hint and takes_hints(fixer):
-            cloud = hint_cloud_from_metadata(pipeline.datamanager.train_dataparser_outputs.metadata)
-            if cloud is None:
-                warnings.warn("the run has no LiDAR seed points: the hint fixer runs without hints", stacklevel=2)
+        cloud = fixer_hint_cloud(pipeline, fixer) if self.fixer_hint else None
         if not (self.fixer_reference and takes_references(fixer)):
             return _FrameFixer(fixer, None, cloud, metres_per_scene_unit)
         photos = [Path(p) for p in pipeline.datamanager.train_dataparser_outputs.image_filenames]

@@ -22,6 +22,7 @@ pixel whose change ``c = mean_rgb |fixed - render|`` exceeds the threshold ``t``
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -33,6 +34,8 @@ from difix_refiner.data.lidar_hint import (
     opengl_to_opencv,
     render_lidar_hint,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def hint_cloud_from_metadata(metadata: Optional[Dict[str, Any]]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -47,6 +50,20 @@ def hint_cloud_from_metadata(metadata: Optional[Dict[str, Any]]) -> Optional[Tup
     if len(xyz) == 0 or rgb.shape != xyz.shape:
         return None
     return xyz, np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def fixer_hint_cloud(pipeline: Any, fixer: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The hint cloud a hint fixer gets outside the refine loop (eval, ``render-shifted --fix``, the benchmark):
+    the pipeline's seed points (training sweeps only, so no evaluation sweep enters a hint). None for a plain
+    fixer, or (said once) for a pipeline loaded without seed points or trained without LiDAR."""
+    from difix_refiner.fixer.render_fixing import takes_hints
+
+    if fixer is None or not takes_hints(fixer):
+        return None
+    cloud = hint_cloud_from_metadata(pipeline.datamanager.train_dataparser_outputs.metadata)
+    if cloud is None:
+        logger.warning("the run has no LiDAR seed points (loaded without them, or trained without LiDAR): the hint fixer runs without hints")
+    return cloud
 
 
 def view_hint(

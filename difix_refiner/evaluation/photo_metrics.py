@@ -15,14 +15,13 @@ import numpy as np
 from difix_refiner.cameras.reference_views import nearest_reference
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
-from difix_refiner.distillation.pseudo_view_fidelity import view_hint
+from difix_refiner.distillation.pseudo_view_fidelity import fixer_hint_cloud, view_hint
 from difix_refiner.evaluation.drive_extras import run_masks
 from difix_refiner.evaluation.moving_objects import StaticPixelScores
 from difix_refiner.evaluation.runs import (
     LoadedRun,
     camera_matrix,
     cross_camera_views,
-    fixer_hint_cloud,
     heldout_views,
     pandaset_cameras,
     run_frame_range,
@@ -69,7 +68,7 @@ def score_views(
     per_camera = {}
     mpsu = run.recorded.metres_per_scene_unit
     train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
-    hints = fixer_hint_cloud(run, fixer)  # a hint fixer gets each view's LiDAR hint
+    hints = fixer_hint_cloud(run.pipeline, fixer)  # a hint fixer gets each view's LiDAR hint
     static = StaticPixelScores(run_masks(run, [int(f) for _, fs in views for f in fs]))  # moving objects left out
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -19,8 +18,6 @@ from difix_refiner.core.errors import InputError
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.scene.run_pipeline import load_pipeline, training_cameras
 from difix_refiner.scene.trained_run import load_run_config, recorded_images
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,7 +49,7 @@ def load_run(config_path: Path, data: Optional[Path] = None, seed_points: bool =
         config_path: The run's ``config.yml``.
         data: The run's PandaSet folder, if the one saved in its config is not valid from here.
         seed_points: Keep the run's seed points (training sweeps only): a hint fixer's LiDAR hints
-            (:func:`fixer_hint_cloud`) are rendered from them.
+            (:func:`~difix_refiner.distillation.pseudo_view_fidelity.fixer_hint_cloud`) are rendered from them.
     """
     from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
 
@@ -180,17 +177,3 @@ def camera_matrix(cameras: Any, i: int) -> Tuple[np.ndarray, int, int]:
     fx, fy = float(cameras.fx[i]), float(cameras.fy[i])
     cx, cy = float(cameras.cx[i]), float(cameras.cy[i])
     return lm.intrinsics_matrix(fx, fy, cx, cy), int(cameras.width[i]), int(cameras.height[i])
-
-
-def fixer_hint_cloud(run: LoadedRun, fixer: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """The LiDAR hint cloud a hint fixer gets in evaluation, as in the refine loop: the run's seed points
-    (training sweeps only, so no evaluation sweep enters a hint). None for a plain fixer or a run without seeds."""
-    from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata
-    from difix_refiner.fixer.render_fixing import takes_hints
-
-    if fixer is None or not takes_hints(fixer):
-        return None
-    cloud = hint_cloud_from_metadata(run.pipeline.datamanager.train_dataparser_outputs.metadata)
-    if cloud is None:
-        logger.warning("the run has no seed points (loaded without seed_points=True, or trained without LiDAR): the hint fixer runs without hints")
-    return cloud

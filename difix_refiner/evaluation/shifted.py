@@ -17,10 +17,10 @@ import numpy as np
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
 from difix_refiner.core.errors import InputError
-from difix_refiner.distillation.pseudo_view_fidelity import view_hint
+from difix_refiner.distillation.pseudo_view_fidelity import fixer_hint_cloud, view_hint
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.evaluation.drive_extras import DriveExtras
-from difix_refiner.evaluation.runs import LoadedRun, camera_matrix, fixer_hint_cloud
+from difix_refiner.evaluation.runs import LoadedRun, camera_matrix
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
 from difix_refiner.scene.run_pipeline import Render, camera_intrinsics, render_camera
@@ -190,7 +190,7 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
     # Only the run's evaluation sweeps, without moving objects (lidar_protocol).
     extras, sweeps = DriveExtras.start(run, sweeps, frames.tolist(), k, plan.offsets, settings.thumbnail_width)
     visibility = settings.visibility()
-    hints = fixer_hint_cloud(run, fixer)  # a hint fixer gets each view's LiDAR hint
+    hints = fixer_hint_cloud(run.pipeline, fixer)  # a hint fixer gets each view's LiDAR hint
 
     def to_world(pose: np.ndarray) -> np.ndarray:
         return lm.scene_to_world_opencv(pose, recorded.dataparser_transform, recorded.dataparser_scale)
