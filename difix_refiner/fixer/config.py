@@ -102,6 +102,12 @@ class FixerConfig:
     skip_gamma: float = 1.0
     """Scale applied to encoder activations before the skip convolutions."""
 
+    residual_output: bool = False
+    """Add the decoder's output to the input render (an image-space residual), so the fixer changes only what
+    it has learnt to change and a good render passes through. For fixers trained from random weights (``tiny``):
+    the decoder's output convolution then starts at zero, so a new fixer is exactly the identity. A pretrained
+    VAE decodes whole images, not corrections, so it cannot be used with one."""
+
     sample_latent: bool = False
     """Sample the VAE posterior instead of taking its mean (the mean keeps inference deterministic)."""
 

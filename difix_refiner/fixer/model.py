@@ -174,6 +174,10 @@ class Fixer(nn.Module):
         elif config_fields:
             config = config.replace(**config_fields)
         vae, unet, scheduler, prompt = tiny_components(seed)
+        if config.residual_output:
+            # The decoder predicts a correction that starts at zero: a new residual fixer is the identity.
+            nn.init.zeros_(vae.decoder.conv_out.weight)
+            nn.init.zeros_(vae.decoder.conv_out.bias)
         return cls(vae, unet, scheduler, config, prompt_embeds=prompt, base=None)
 
     @classmethod
@@ -218,6 +222,11 @@ class Fixer(nn.Module):
             elif variant is not None and variant != config.variant:
                 raise ValueError(f"variant {variant!r} contradicts config.variant {config.variant!r}")
             base_str = base_str or DEFAULT_BASE
+            if config.residual_output and base_str != "tiny":
+                raise FixerWeightsError(
+                    f"residual_output is for fixers trained from random weights (base 'tiny'); the VAE of "
+                    f"'{base_str}' decodes whole images, not corrections. Leave it off for a pretrained base."
+                )
             if base_str == "tiny":
                 fixer = cls.tiny(config=config)
             else:
@@ -524,6 +533,8 @@ class Fixer(nn.Module):
         x0 = self.denoise_step(latents, prompt, num_views)  # [(B V),4,h,w]
         x0 = x0[::num_views]  # reference outputs are dropped -> [B,4,h,w]
         out = self.decode(x0, skips)  # [B,3,H',W'] in [-1,1]
+        if self.config.residual_output:
+            out = out + x  # the decoder's output is a correction of the render
         out = out[..., :height, :width]
         return ((out + 1.0) * 0.5).to(images.dtype)
 

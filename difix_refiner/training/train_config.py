@@ -38,7 +38,7 @@ class TrainFixerError(InputError):
 
 @dataclass
 class ModelOptions:
-    """Which parts of the fixer train, and memory switches."""
+    """Which parts of the fixer train, the form of its output, and memory switches."""
 
     trainable: Literal["auto", "adapters", "all"] = "auto"
     """auto: everything for --base tiny (random weights have nothing to preserve), the variant's adapters
@@ -53,6 +53,10 @@ class ModelOptions:
 
     vae_lora_rank: int | None = None
     """Rank of the VAE-decoder LoRA (default: the fixer's, 4); 0 disables it."""
+
+    residual_output: bool = False
+    """Train the fixer to output a correction added to the render (--base tiny only): it starts as the identity,
+    so a good render stays as it is unless the pairs teach otherwise."""
 
     gradient_checkpointing: bool = False
     """Recompute UNet/VAE blocks in the backward pass: much less memory, about 30% slower."""

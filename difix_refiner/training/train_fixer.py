@@ -239,6 +239,8 @@ class FixerTrainer:
             fields["unet_lora_rank"] = opts.unet_lora_rank
         if opts.vae_lora_rank is not None:
             fields["vae_lora_rank"] = opts.vae_lora_rank
+        if opts.residual_output:
+            fields["residual_output"] = True
         if self.with_hint:  # a hint fixer; the dropout is recorded with it
             fields.update(hint_channels=4, extra={"hint_dropout": cmd.hint.dropout})
         try:

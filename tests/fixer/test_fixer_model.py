@@ -171,3 +171,24 @@ def test_gradient_checkpointing_keeps_gradients():
     groups = fixer.trainable_parameter_groups()
     assert all(p.grad is not None for p in groups["skip_convs"])
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in groups["unet_lora"])
+
+
+def test_residual_output_starts_as_the_identity_and_keeps_its_config(tmp_path):
+    from difix_refiner.fixer import FixerWeightsError
+
+    fixer = Fixer.tiny("difix", residual_output=True, hint_channels=4)
+    x, r = _images(2, 20, 28), _images(2, 20, 28, seed=1)[:, None]  # odd size: padded and cropped back
+    hint = torch.cat([_images(2, 20, 28, seed=2), torch.ones(2, 1, 20, 28)], dim=1)
+    torch.testing.assert_close(fixer.fix(x, r, hint=hint), x, rtol=0, atol=1e-6)
+    assert not torch.allclose(Fixer.tiny("difix").fix(x, r), x, atol=0.05)  # a plain fixer decodes a new image
+    # Trained a little (the decoder's output is no longer zero) it changes the render, and a reload keeps that.
+    with torch.no_grad():
+        fixer.vae.decoder.conv_out.bias.fill_(0.1)
+    torch.testing.assert_close(fixer.fix(x, r, hint=hint), x + 0.05, rtol=0, atol=1e-5)
+    fixer.save_pretrained(tmp_path / "residual")
+    again = Fixer.from_pretrained(tmp_path / "residual")
+    assert again.config.residual_output
+    torch.testing.assert_close(again.fix(x, r, hint=hint), fixer.fix(x, r, hint=hint), rtol=0, atol=1e-6)
+    # A pretrained VAE decodes images, not corrections: refused before any download is tried.
+    with pytest.raises(FixerWeightsError, match="random weights"):
+        Fixer.from_pretrained("stabilityai/sd-turbo", config=FixerConfig(residual_output=True))

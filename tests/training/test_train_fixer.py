@@ -32,6 +32,7 @@ from difix_refiner.training.perceptual import PerceptualConfig, RandomInitWarnin
 from difix_refiner.training.run_folder import LOSSES_FILE
 from difix_refiner.training.train_config import (
     CheckpointOptions,
+    ModelOptions,
     OptimOptions,
     TrainFixerConfig,
     TrainFixerError,
@@ -125,6 +126,29 @@ def test_steps_lower_the_loss_on_a_fixed_batch(pairs, tmp_path):
     assert after < 0.7 * before, (before, after, logged)
     assert logged[-1] < logged[0]
 
+
+
+def test_a_residual_fixer_learns_from_the_identity(tmp_path):
+    # Renders that are their photos darkened: a correction the residual fixer learns in a few steps.
+    pairs = make_pairs(tmp_path / "pairs")
+    for entry in json.loads(pairs.read_text())["train"].values():
+        photo = np.asarray(Image.open(pairs.parent / entry["target_image"]), dtype=np.float32)
+        Image.fromarray((photo * 0.6).round().astype(np.uint8)).save(pairs.parent / entry["image"])
+    opts = ModelOptions(residual_output=True)
+    trainer = FixerTrainer(command(pairs, tmp_path / "run", model=opts, optim=OptimOptions(lr=1e-3, warmup_steps=0)))
+    trainer.setup()
+    batch = {"a": next(trainer._data_iterators()["a"])}
+    image, ref, target = batch["a"]["image"], batch["a"]["ref"], batch["a"]["target"]
+    torch.testing.assert_close(trainer.fixer.fix(image, ref), image, rtol=0, atol=1e-6)  # before any step: the render
+    before = float(psnr(image, target).mean())
+    for step in range(8):
+        trainer.training_step(step, batch)
+    assert float(psnr(trainer.fixer.fix(image, ref), target).mean()) > before + 1.0
+    trainer.run()
+    saved = json.loads((tmp_path / "run" / "fixer" / "fixer_config.json").read_text())["config"]
+    assert saved["residual_output"] is True
+    with pytest.raises(TrainFixerError, match="random weights"):
+        FixerTrainer(command(pairs, tmp_path / "hub", base="stabilityai/sd-turbo", model=opts)).setup()
 
 def test_divergence_stops_before_touching_the_weights(pairs, tmp_path, monkeypatch):
     trainer = FixerTrainer(command(pairs, tmp_path / "run"))
