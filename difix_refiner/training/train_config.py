@@ -181,6 +181,10 @@ class TrainFixerConfig:
     hint: HintOptions = field(default_factory=HintOptions)
     """LiDAR hints of the pairs: train a hint fixer on them (auto when every pair has one) and hint dropout."""
 
+    identity_fraction: float = 0.0
+    """Probability that a training sample's render is replaced by its photo (an identity sample: a view that
+    needs no fixing, its own target), so the fixer learns to leave good renders alone. Paired training only."""
+
     crop: tuple[int, int] | None = (512, 512)
     """Random training crop H W (multiples of 8; Difix trains at 576x1024, pix2pix-turbo 512, CycleGAN-Turbo
     256); None trains on whole images (then all must share a size when --batch-size > 1)."""

@@ -74,6 +74,7 @@ from difix_refiner.training.fixer_data import (
     check_sizes,
 )
 from difix_refiner.training.hint_training import drop_hints
+from difix_refiner.training.identity_samples import with_identity_samples
 from difix_refiner.training.lr_schedule import default_lr, default_warmup, lr_factor
 from difix_refiner.training.objectives import PairedObjective, UnpairedObjective
 from difix_refiner.training.perceptual import PerceptualWeightsError
@@ -170,6 +171,10 @@ class FixerTrainer:
             cmd.hint.check()
         except ValueError as err:
             raise TrainFixerError(str(err)) from None
+        if not 0.0 <= cmd.identity_fraction < 1.0:
+            raise TrainFixerError(f"--identity-fraction must lie in [0, 1), got {cmd.identity_fraction}")
+        if cmd.identity_fraction > 0 and self.mode == "unpaired":
+            raise TrainFixerError("--identity-fraction is for paired training (the unpaired objective has its own identity loss)")
         self.crop = _check_crop(cmd.crop)
 
     def _setup_data(self) -> None:
@@ -394,9 +399,10 @@ class FixerTrainer:
             raise TrainFixerError(str(err)) from None
         sizes = ", ".join(f"{len(d)} {'pairs' if self.mode == 'paired' else k}" for k, d in self.train_sets.items())
         logger.info(
-            "data: %s training (%s), crops %s, reference views: %s, LiDAR hints: %s; validation: %s",
+            "data: %s training (%s%s), crops %s, reference views: %s, LiDAR hints: %s; validation: %s",
             self.mode,
             sizes,
+            f", {cmd.identity_fraction:.0%} identity samples" if cmd.identity_fraction > 0 else "",
             "none" if self.crop is None else f"{self.crop[0]}x{self.crop[1]}",
             "yes" if self.with_ref else "no",
             f"yes (dropout {cmd.hint.dropout:g})" if self.with_hint else "no",
@@ -505,6 +511,7 @@ class FixerTrainer:
         hint = batch["hint"].to(self.device, non_blocking=True) if self.with_hint else None  # [B,4,h,w]
         if hint is not None:
             hint = drop_hints(hint, self.cmd.hint.dropout, self.cmd.seed, step, self.rank)
+        images = with_identity_samples(images, target, self.cmd.identity_fraction, self.cmd.seed, step, self.rank)
         prompts = list(batch["prompt"]) if self.cmd.objective.clip_mode == "prompt" else None
         with self.accelerator.autocast():
             output = self.fixer(images, refs, hint)  # [B,3,h,w]
