@@ -213,16 +213,14 @@ def photo_scores(run: Any, views: List[Tuple[str, np.ndarray]], fixer: Any) -> L
     The fixer gets the nearest training photo by pose as reference (the one picker) and, when it was trained
     with hints, the LiDAR hint of the view's camera from the run's seed points (the refine loop's hint).
     """
-    from difix_refiner.cameras.reference_views import nearest_reference
     from difix_refiner.core import image_metrics as im
-    from difix_refiner.distillation.pseudo_view_fidelity import fixer_hint_cloud, view_hint
+    from difix_refiner.evaluation.photo_metrics import PhotoViewFixing
     from difix_refiner.evaluation.runs import camera_matrix, pandaset_cameras
-    from difix_refiner.fixer.render_fixing import fix_render, read_photo
-    from difix_refiner.scene.run_pipeline import camera_intrinsics, render_camera
+    from difix_refiner.fixer.render_fixing import read_photo
+    from difix_refiner.scene.run_pipeline import render_camera
 
     mpsu = run.recorded.metres_per_scene_unit
-    train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
-    cloud = fixer_hint_cloud(run.pipeline, fixer)  # a hint fixer's LiDAR hints (the run's seed points)
+    fixing = PhotoViewFixing.of(run, fixer) if fixer is not None else None
     scores = []
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
@@ -231,14 +229,8 @@ def photo_scores(run: Any, views: List[Tuple[str, np.ndarray]], fixer: Any) -> L
             render = render_camera(run.pipeline, cams[i : i + 1], mpsu).rgb
             photo = read_photo(paths[i], w, h)
             entry = {"camera": name, "frame": int(frame), "psnr": im.psnr(render, photo), "ssim": im.ssim(render, photo)}
-            if fixer is not None:
-                pose = cams.camera_to_worlds[i].double().numpy()  # [3, 4] scene units
-                ref = nearest_reference(pose, train_poses, metres_per_scene_unit=mpsu)
-                reference = read_photo(run.train_paths[ref], w, h) if ref is not None else None
-                hint = None
-                if cloud is not None:
-                    hint = view_hint(cloud, pose, camera_intrinsics(cams, i), mpsu).tensor()
-                fixed = fix_render(fixer, render, reference, hint)
+            if fixing is not None:
+                fixed = fixing(render, cams, i)
                 entry.update(fixed_psnr=im.psnr(fixed, photo), fixed_ssim=im.ssim(fixed, photo))
             scores.append(entry)
     return scores

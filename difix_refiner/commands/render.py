@@ -28,13 +28,9 @@ from difix_refiner.core.contact_sheet import (
 from difix_refiner.core.errors import InputError
 from difix_refiner.core.progress import progress_bar
 from difix_refiner.core.video import Mp4Writer, video_backend
-from difix_refiner.distillation.pseudo_view_fidelity import (
-    fixer_hint_cloud,
-    view_hint,
-)
+from difix_refiner.distillation.pseudo_view_fidelity import camera_hint, fixer_hint_cloud
 from difix_refiner.fixer.options import FixerOptions, resolve_device
 from difix_refiner.scene.run_pipeline import (
-    camera_intrinsics,
     cameras_with_poses,
     load_pipeline,
     render_camera,
@@ -87,10 +83,7 @@ class _FrameFixer:
         if self.photos is not None:
             h, w = image.shape[:2]
             reference = read_photo(self.photos[image_index], w, h)  # the same camera and frame, at render size
-        hint = None
-        if self.hint_cloud is not None and camera is not None:
-            pose = camera.camera_to_worlds[0].double().cpu().numpy()  # [3, 4]
-            hint = view_hint(self.hint_cloud, pose, camera_intrinsics(camera, 0), self.metres_per_scene_unit).tensor()
+        hint = None if camera is None else camera_hint(self.hint_cloud, camera, 0, self.metres_per_scene_unit)
         return fix_render(self.fixer, image, reference, hint)
 
 

@@ -34,6 +34,7 @@ from difix_refiner.data.lidar_hint import (
     opengl_to_opencv,
     render_lidar_hint,
 )
+from difix_refiner.scene.run_pipeline import camera_intrinsics
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,22 @@ def view_hint(
     settings = HintSettings().scaled(1.0 / metres_per_scene_unit)  # metres -> scene units
     c2w = opengl_to_opencv(np.asarray(pose, dtype=np.float64)[:3, :4])
     return render_lidar_hint(cloud[0], cloud[1], K, c2w, int(intrinsics["width"]), int(intrinsics["height"]), settings)
+
+
+def camera_hint(
+    cloud: Optional[Tuple[np.ndarray, np.ndarray]],
+    cameras: Any,
+    i: int,
+    metres_per_scene_unit: float,
+    pose: Optional[np.ndarray] = None,
+) -> Optional[torch.Tensor]:
+    """The fixer's hint input ``[4, H, W]`` for camera ``i`` of a nerfstudio ``Cameras`` batch (None without a
+    cloud); ``pose`` ([3, 4], scene units, OpenGL axes) moves the camera, e.g. to a shifted drive."""
+    if cloud is None:
+        return None
+    if pose is None:
+        pose = cameras.camera_to_worlds[i].double().cpu().numpy()  # [3, 4]
+    return view_hint(cloud, pose, camera_intrinsics(cameras, i), metres_per_scene_unit).tensor()
 
 
 def _abs_diff(a: torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:

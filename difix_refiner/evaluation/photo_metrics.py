@@ -15,7 +15,7 @@ import numpy as np
 from difix_refiner.cameras.reference_views import nearest_reference
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
-from difix_refiner.distillation.pseudo_view_fidelity import fixer_hint_cloud, view_hint
+from difix_refiner.distillation.pseudo_view_fidelity import camera_hint, fixer_hint_cloud
 from difix_refiner.evaluation.drive_extras import run_masks
 from difix_refiner.evaluation.moving_objects import StaticPixelScores
 from difix_refiner.evaluation.runs import (
@@ -28,10 +28,36 @@ from difix_refiner.evaluation.runs import (
 )
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
-from difix_refiner.scene.run_pipeline import camera_intrinsics, render_camera
+from difix_refiner.scene.run_pipeline import render_camera
 
 ViewCells = Dict[str, Dict[str, Dict[int, np.ndarray]]]
 """Thumbnails of views: ``{camera: {"photo" | "render": {frame: uint8 [h, w, 3]}}}``."""
+
+
+@dataclass
+class PhotoViewFixing:
+    """The "+" step on views that have photos: the fixer gets the nearest training photo by pose as reference
+    (the one picker) and, when it was trained with hints, the view's LiDAR hint from the run's seed points."""
+
+    fixer: Any
+    run: LoadedRun
+    hints: Optional[Tuple[np.ndarray, np.ndarray]]
+    train_poses: np.ndarray
+    """[N, 3, 4] training camera-to-world poses, scene units."""
+
+    @classmethod
+    def of(cls, run: LoadedRun, fixer: Any) -> "PhotoViewFixing":
+        poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
+        return cls(fixer=fixer, run=run, hints=fixer_hint_cloud(run.pipeline, fixer), train_poses=poses)
+
+    def __call__(self, render: np.ndarray, cams: Any, i: int) -> np.ndarray:
+        """The fixed render of camera ``i`` of ``cams`` (nerfstudio ``Cameras``). ``render``: [H, W, 3]."""
+        mpsu = self.run.recorded.metres_per_scene_unit
+        pose = cams.camera_to_worlds[i].double().numpy()  # [3, 4] scene units
+        ref = nearest_reference(pose, self.train_poses, metres_per_scene_unit=mpsu)
+        h, w = render.shape[:2]
+        reference = read_photo(self.run.train_paths[ref], w, h) if ref is not None else None
+        return fix_render(self.fixer, render, reference, camera_hint(self.hints, cams, i, mpsu, pose))
 
 
 @dataclass
@@ -67,8 +93,7 @@ def score_views(
     fixed_metrics = im.PhotoMetrics(lpips=lpips) if fixer is not None else None
     per_camera = {}
     mpsu = run.recorded.metres_per_scene_unit
-    train_poses = np.asarray(run.recorded.camera_to_worlds, dtype=np.float64)  # [N, 3, 4]
-    hints = fixer_hint_cloud(run.pipeline, fixer)  # a hint fixer gets each view's LiDAR hint
+    fixing = PhotoViewFixing.of(run, fixer) if fixer is not None else None
     static = StaticPixelScores(run_masks(run, [int(f) for _, fs in views for f in fs]))  # moving objects left out
     for name, frames in views:
         cams, paths = pandaset_cameras(run, name, frames)
@@ -87,12 +112,8 @@ def score_views(
             overall.ssim.append(scores["ssim"])
             if "lpips" in scores:
                 overall.lpips_values.append(scores["lpips"])
-            if fixed_metrics is not None:
-                pose = cams.camera_to_worlds[i].double().numpy()  # [3, 4] scene units
-                ref = nearest_reference(pose, train_poses, metres_per_scene_unit=mpsu)
-                reference = read_photo(run.train_paths[ref], w, h) if ref is not None else None
-                hint = None if hints is None else view_hint(hints, pose, camera_intrinsics(cams, i), mpsu).tensor()
-                fixed_metrics.add(fix_render(fixer, render.rgb, reference, hint), photo)
+            if fixed_metrics is not None and fixing is not None:
+                fixed_metrics.add(fixing(render.rgb, cams, i), photo)
             progress.advance(task)
         summary = one.summary()
         summary.update(static.summary(name))

@@ -17,13 +17,13 @@ import numpy as np
 from difix_refiner.core import image_metrics as im
 from difix_refiner.core.contact_sheet import thumbnail
 from difix_refiner.core.errors import InputError
-from difix_refiner.distillation.pseudo_view_fidelity import fixer_hint_cloud, view_hint
+from difix_refiner.distillation.pseudo_view_fidelity import camera_hint, fixer_hint_cloud
 from difix_refiner.evaluation import lidar_metrics as lm
 from difix_refiner.evaluation.drive_extras import DriveExtras
 from difix_refiner.evaluation.runs import LoadedRun, camera_matrix
 from difix_refiner.evaluation.settings import EvalSettings
 from difix_refiner.fixer.render_fixing import fix_render, read_photo
-from difix_refiner.scene.run_pipeline import Render, camera_intrinsics, render_camera
+from difix_refiner.scene.run_pipeline import Render, render_camera
 from difix_refiner.scene.shift_options import ShiftOptions
 
 
@@ -234,8 +234,7 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
             fixed = None
             if fixer is not None:
                 reference = extras.reference(photo, frame) if settings.fixer_reference else None
-                hint = None if hints is None else view_hint(hints, pose, camera_intrinsics(train_cams, m), mpsu).tensor()
-                fixed = fix_render(fixer, render.rgb, reference, hint)
+                fixed = fix_render(fixer, render.rgb, reference, camera_hint(hints, train_cams, m, mpsu, pose))
                 stats.agreement.append(im.fixer_agreement(fixed, render.rgb))
                 if view is not None:
                     stats.colour_fixed.append(lm.lidar_colour_samples(real_view, photo, view, fixed))
