@@ -1,7 +1,8 @@
-"""Sparse LiDAR depth targets for the training images: each image gets the returns of its own sweep.
+"""Sparse LiDAR depth targets for the training images: each image gets the returns of its own sweep
+(and, with a sweep window, of its neighbours').
 
 For an image of frame t: the points of sweep t (a *training* sweep, :mod:`difix_refiner.data.sweep_split`),
-minus the ego car's returns (closer than ``min_range`` metres to the sensor, as for the seeds), minus the
+or of the training sweeps t - w .. t + w with a window w > 0, minus the ego car's returns (closer than ``min_range`` metres to the sensor, as for the seeds), minus the
 points inside dynamic boxes, projected into the image's camera. Every pixel keeps its nearest return.
 
 A target is ``(u, v, z)``: the return's exact projection in pixels of the image as the dataparser gives it
@@ -19,6 +20,7 @@ import numpy as np
 
 from difix_refiner.data.boxes import Box, points_in_boxes
 from difix_refiner.data.lidar import aggregate_sweeps, project
+from difix_refiner.data.lidar_hint import min_filter, nearest_per_pixel
 
 TARGET_NEAR_M = 0.5
 """Returns nearer than this (z-depth, metres) are not targets."""
@@ -37,23 +39,11 @@ def static_points(
     return pts
 
 
-def nearest_per_pixel(uv: np.ndarray, z: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Indices of the points that are the nearest (smallest ``z``) in their pixel, one per pixel hit.
-
-    Args:
-        uv: ``[N, 2]`` projections (pixels), all inside the image.
-        z: ``[N]`` depths.
-
-    Returns:
-        ``[M]`` indices into the points, in pixel order (row-major).
-    """
+def _pixel_index(uv: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Flat pixel index ``row * width + col`` of projections ``[N, 2]``. # [N]"""
     cols = np.clip(np.floor(uv[:, 0]).astype(np.int64), 0, width - 1)
     rows = np.clip(np.floor(uv[:, 1]).astype(np.int64), 0, height - 1)
-    pixel = rows * width + cols  # [N]
-    order = np.lexsort((z, pixel))  # by pixel, then nearest first
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = pixel[order][1:] != pixel[order][:-1]
-    return order[first]
+    return rows * width + cols
 
 
 def image_depth_targets(
@@ -79,12 +69,49 @@ def image_depth_targets(
     keep &= (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
     uv, z = uv[keep], z[keep]
     if exclude is not None and len(z):
-        cols = np.clip(np.floor(uv[:, 0]).astype(np.int64), 0, width - 1)
-        rows = np.clip(np.floor(uv[:, 1]).astype(np.int64), 0, height - 1)
-        free = ~np.asarray(exclude, dtype=bool)[rows, cols]
+        free = ~np.asarray(exclude, dtype=bool).reshape(-1)[_pixel_index(uv, width, height)]
         uv, z = uv[free], z[free]
-    idx = nearest_per_pixel(uv, z, width, height)
+    idx = nearest_per_pixel(_pixel_index(uv, width, height), z)  # one per pixel, in pixel order
     return np.concatenate([uv[idx], z[idx, None]], axis=1).astype(np.float32)
+
+
+OCCLUSION_RADIUS_PX = 1
+"""Neighbourhood (pixels) in which a clearly nearer target hides a neighbouring sweep's return."""
+OCCLUSION_REL_TOL = 0.1
+"""Relative depth slack of that test: wide enough for the ground's depth change between pixel rows."""
+OCCLUSION_ABS_TOL_M = 0.2
+"""Absolute depth slack of that test, metres."""
+
+
+def merge_neighbour_targets(own: np.ndarray, neighbours: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An image's own-sweep targets plus those of neighbouring sweeps that add a visible surface. # [K, 3]
+
+    Both inputs are ``[M, 3]`` targets with one per pixel (:func:`image_depth_targets`). The own sweep's
+    targets are kept as they are: that sweep was taken where the camera is. A neighbouring sweep's return
+    is added only in a pixel the own sweep leaves empty, and only when no target within
+    ``OCCLUSION_RADIUS_PX`` pixels is nearer by more than ``OCCLUSION_REL_TOL * z + OCCLUSION_ABS_TOL_M``:
+    a sweep taken some metres away reaches surfaces this camera cannot see, and their returns land in the
+    gaps between the sparse returns of the surface in front.
+    """
+    if len(neighbours) == 0:
+        return own
+    new = neighbours[~np.isin(_pixel_index(neighbours[:, :2], width, height), _pixel_index(own[:, :2], width, height))]
+    both = np.concatenate([own, new])  # [M + N', 3], one per pixel
+    zmap = np.full(height * width, np.inf)
+    zmap[_pixel_index(both[:, :2], width, height)] = both[:, 2]
+    nearest = min_filter(zmap.reshape(height, width), OCCLUSION_RADIUS_PX).reshape(-1)
+    z = new[:, 2].astype(np.float64)
+    visible = z <= nearest[_pixel_index(new[:, :2], width, height)] + OCCLUSION_REL_TOL * z + OCCLUSION_ABS_TOL_M
+    return np.concatenate([own, new[visible]])
+
+
+def neighbour_points(sweeps: Dict[int, np.ndarray], frame: int, window: int) -> Optional[np.ndarray]:
+    """The training sweeps of frames ``frame - window .. frame + window`` but ``frame`` itself, stacked
+    (None if there are none)."""
+    if window < 0:
+        raise ValueError(f"the depth-target sweep window must be >= 0 frames, got {window}")
+    used = [sweeps[f] for f in range(frame - window, frame + window + 1) if f != frame and f in sweeps]
+    return np.concatenate(used) if used else None
 
 
 def training_depth_targets(
@@ -94,8 +121,14 @@ def training_depth_targets(
     image_sizes: Sequence[tuple],
     sweeps: Dict[int, np.ndarray],
     exclude_masks: Optional[Sequence[Optional[np.ndarray]]] = None,
+    window: int = 0,
 ) -> List[Optional[np.ndarray]]:
-    """Targets of every training image from its own frame's sweep (None where the frame has no sweep).
+    """Targets of every training image from the training sweeps of its frame and ``window`` frames each
+    side (None where there are none).
+
+    With ``window = 0`` an image takes its own sweep only, so the images whose own sweep is an
+    evaluation sweep get no target. A wider window gives them (and every image) the returns of the
+    neighbouring training sweeps where they add a visible surface (:func:`merge_neighbour_targets`).
 
     Args:
         image_frames: ``[I]`` frame index of each image.
@@ -104,14 +137,20 @@ def training_depth_targets(
         image_sizes: ``[I]`` ``(width, height)``.
         sweeps: ``{frame: [N, 3]}`` *training* sweeps, already cleaned by :func:`static_points`.
         exclude_masks: ``[I]`` optional ``[H, W]`` bool masks of pixels that take no target.
+        window: Frames on each side whose training sweeps also give targets.
     """
     out: List[Optional[np.ndarray]] = []
     for i, frame in enumerate(image_frames):
-        pts = sweeps.get(int(frame))
-        if pts is None:
-            out.append(None)
-            continue
-        w, h = image_sizes[i]
+        w, h = (int(x) for x in image_sizes[i])
         exclude = None if exclude_masks is None else exclude_masks[i]
-        out.append(image_depth_targets(pts, image_poses_opencv[i], image_K[i], int(w), int(h), exclude))
+
+        def targets_of(pts: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if pts is None else image_depth_targets(pts, image_poses_opencv[i], image_K[i], w, h, exclude)
+
+        own = targets_of(sweeps.get(int(frame)))
+        near = targets_of(neighbour_points(sweeps, int(frame), window)) if window > 0 else None
+        if near is None:
+            out.append(own)
+        else:
+            out.append(merge_neighbour_targets(np.zeros((0, 3), np.float32) if own is None else own, near, w, h))
     return out

@@ -7,7 +7,8 @@ Metadata keys (training split; the sweep split is in every split's metadata):
   :mod:`difix_refiner.data.sweep_split`). Evaluation sweeps enter nothing of the training.
 - ``lidar_depth``: per image a float32 tensor ``[M, 3]``: ``(u, v)`` in pixels of the image as the
   dataparser gives it and z-depth in *scene units* (see :mod:`difix_refiner.data.lidar_depth`); ``[0, 3]``
-  where the image's own sweep is missing or an evaluation sweep. Absent when depth targets are off.
+  where no training sweep of its window (its own frame with ``--depth-target-window 0``) exists. Absent
+  when depth targets are off.
 - ``dynamic_masks``: per image a bool tensor ``[H, W]``, True on pixels covered by a moving object's box
   (grown by the margin). Absent without boxes or with ``--moving-objects keep``.
 - ``dynamic_box_corners``: ``{frame: float32 [B, 8, 3]}`` corners of the (grown) moving-object boxes in
@@ -110,6 +111,7 @@ def training_metadata(
     translation: np.ndarray,
     scale: float,
     depth_targets: bool,
+    depth_target_window: int = 0,
 ) -> Dict[str, object]:
     """The metadata entries listed in the module docstring for the training images ``cams``."""
     frames, poses, Ks, sizes = _image_geometry(cams, downscale)
@@ -124,7 +126,7 @@ def training_metadata(
             f: torch.from_numpy(((box_corners(b) + translation) * scale).astype(np.float32)) for f, b in lidar.dynamic.items()
         }
     if depth_targets:
-        targets = training_depth_targets(frames, poses, Ks, sizes, lidar.sweeps, masks)
+        targets = training_depth_targets(frames, poses, Ks, sizes, lidar.sweeps, masks, depth_target_window)
         meta["lidar_depth"] = [
             torch.zeros((0, 3)) if t is None else torch.from_numpy(t * np.array([1.0, 1.0, scale], dtype=np.float32))
             for t in targets

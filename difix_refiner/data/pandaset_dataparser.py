@@ -98,6 +98,10 @@ class PandasetDataParserConfig(DataParserConfig):
     depth_targets: bool = True
     """Give every training image the LiDAR returns of its own (training) sweep, projected into its camera,
     as sparse depth targets for the model's depth loss (--pipeline.model.depth-loss-weight)."""
+    depth_target_window: int = 0
+    """Also take depth targets from the training sweeps of this many frames on each side of an image's own
+    frame (returns that nearer ones hide are dropped). 0: its own sweep only, so the images of evaluation-sweep
+    frames get none; 1 gives them their neighbours' returns."""
     moving_objects: Literal["mask", "keep"] = "mask"
     """With box annotations (annotations/cuboids): 'mask' removes the points of objects that are not
     stationary from the seeds and depth targets and masks their pixels out of the losses; 'keep' trains on
@@ -165,6 +169,8 @@ class PandasetDataParser(DataParser):
             raise PandasetFormatError(f"eval_interval must be >= 2, got {self.config.eval_interval}")
         if self.config.lidar_eval_stride < 0:
             raise PandasetFormatError(f"lidar_eval_stride must be >= 0, got {self.config.lidar_eval_stride}")
+        if self.config.depth_target_window < 0:
+            raise PandasetFormatError(f"depth_target_window must be >= 0 frames, got {self.config.depth_target_window}")
         if self.config.moving_object_margin < 0:
             raise PandasetFormatError(f"moving_object_margin must be >= 0 metres, got {self.config.moving_object_margin}")
 
@@ -250,7 +256,9 @@ class PandasetDataParser(DataParser):
         lidar = None
         if has_lidar and split == "train" and (cfg.load_lidar or cfg.depth_targets):
             lidar = load_training_lidar(cfg.data, frames, sweep_split, cfg.moving_objects, cfg.moving_object_margin)
-            metadata.update(training_metadata(lidar, cams, d, transform[:, 3], scale, cfg.depth_targets))
+            metadata.update(
+                training_metadata(lidar, cams, d, transform[:, 3], scale, cfg.depth_targets, cfg.depth_target_window)
+            )
         if self.config.load_lidar and split == "train":  # only training seeds the Gaussians
             pts, rgb = self._seed_points(frames, lidar)
             metadata["points3D_xyz"] = torch.from_numpy((pts + transform[:, 3]) * scale).float()

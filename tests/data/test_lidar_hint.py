@@ -16,6 +16,7 @@ from difix_refiner.data.lidar_hint import (
     colour_points_visible,
     hint_cloud,
     hint_tensor,
+    nearest_per_pixel,
     opengl_to_opencv,
     render_lidar_hint,
 )
@@ -154,3 +155,10 @@ def test_bundled_drive_hint_shows_the_photo_at_its_own_pose():
     error = np.abs(hint.rgb - photo).mean(-1)[hint.mask]  # [valid pixels]
     assert np.median(error) < 0.06, np.median(error)
     assert np.all(hint.depth[hint.mask] >= 0.5) and np.all(hint.depth[hint.mask] <= 80.0)
+
+
+def test_nearest_per_pixel_keeps_the_nearest_and_breaks_ties_by_index():
+    pixel = np.array([5, 5, 7, 2, 2])
+    depth = np.array([5.0, 4.0, 1.0, 3.0, 3.0])
+    assert nearest_per_pixel(pixel, depth).tolist() == [3, 1, 2]  # pixel order; pixel 2's tie goes to entry 3
+    assert nearest_per_pixel(np.zeros(0, dtype=np.int64), np.zeros(0)).tolist() == []

@@ -12,8 +12,10 @@ import pytest
 from difix_refiner.data.boxes import Box, dynamic_boxes, load_boxes, points_in_boxes
 from difix_refiner.data.lidar_depth import (
     image_depth_targets,
-    nearest_per_pixel,
+    merge_neighbour_targets,
+    neighbour_points,
     static_points,
+    training_depth_targets,
 )
 from difix_refiner.data.pandaset import (
     load_camera,
@@ -108,7 +110,6 @@ def test_targets_by_hand_at_a_known_pose():
     exclude = np.zeros((60, 80), dtype=bool)
     exclude[40, 50] = True
     assert len(image_depth_targets(points, c2w, K, 80, 60, exclude=exclude)) == 2
-    assert nearest_per_pixel(np.array([[1.2, 1.2], [1.7, 1.9], [3.0, 1.0]]), np.array([5.0, 4.0, 1.0]), 4, 4).tolist() == [1, 2]
 
 
 def test_ego_and_moving_returns_are_dropped():
@@ -149,6 +150,54 @@ def test_each_image_gets_its_own_sweeps_returns(outputs):
         assert not mask[int(v), int(u)]  # no target on a moving object's pixel
         checked += 1
     assert checked == 3
+
+
+def test_a_neighbour_return_in_a_gap_of_a_nearer_surface_is_dropped():
+    """Targets (u, v, z) on an 80x60 image: the own sweep has a wall at 10 m on every 2nd pixel; of the
+    neighbouring sweep's returns, one at 30 m in a gap of the wall is hidden, one at 30 m far from it, one at
+    10.9 m in a gap (within the 10% + 0.2 m slack) and one at 12 m in a pixel the wall already holds do not
+    hide; the last is not taken either: the own sweep keeps its pixels."""
+    wall = np.array([[u + 0.5, v + 0.5, 10.0] for u in range(10, 30, 2) for v in range(10, 30, 2)], dtype=np.float32)
+    neighbours = np.array([[13.5, 13.5, 30.0], [70.5, 50.5, 30.0], [15.5, 11.5, 10.9], [10.7, 10.2, 12.0]], np.float32)
+    merged = merge_neighbour_targets(wall, neighbours, 80, 60)
+    np.testing.assert_array_equal(merged[: len(wall)], wall)
+    np.testing.assert_allclose(merged[len(wall) :], neighbours[[1, 2]])
+    np.testing.assert_array_equal(merge_neighbour_targets(wall, np.zeros((0, 3), np.float32), 80, 60), wall)
+
+
+def test_a_sweep_window_takes_neighbouring_training_sweeps_only():
+    sweeps = {3: np.zeros((2, 3)), 4: np.ones((1, 3)), 5: np.full((5, 3), 9.0), 7: np.full((3, 3), 2.0)}
+    assert neighbour_points(sweeps, 6, 0) is None  # frame 6: an evaluation sweep, not in `sweeps`
+    assert len(neighbour_points(sweeps, 6, 1)) == 8  # frames 5 and 7
+    assert len(neighbour_points(sweeps, 5, 1)) == 1  # frame 4; 5 is the own sweep, 6 has none
+    assert len(neighbour_points(sweeps, 5, 2)) == 6
+    with pytest.raises(ValueError, match="window"):
+        neighbour_points(sweeps, 5, -1)
+
+
+def test_window_targets_keep_the_own_sweeps_targets_and_add_more(outputs):
+    """On the bundled drive: a window of one frame gives the evaluation-sweep frames' images targets from
+    their neighbours, keeps every own-sweep target and adds more; window 0 is the own sweep alone."""
+    train, _ = outputs
+    meta = train.metadata
+    frames = meta["frame_indices"][:12]
+    cam = load_camera(SCENE, "front_camera", frames, verify_images=False)
+    K = np.stack([cam.K.copy() / np.array([[2.0], [2.0], [1.0]])] * len(frames))
+    sensors = load_lidar_positions(SCENE)
+    train_frames = [f for f in meta["lidar_sweep_split"]["train"] if f <= max(frames) + 1]
+    sweeps = {f: static_points(xyz, sensors[f], None) for f, xyz in load_lidar_sweeps(SCENE, train_frames).items()}
+    sizes = [(240, 135)] * len(frames)
+    own = training_depth_targets(frames, cam.c2w_opencv, K, sizes, sweeps)
+    wide = training_depth_targets(frames, cam.c2w_opencv, K, sizes, sweeps, window=1)
+    assert any(f not in sweeps for f in frames)
+    for frame, i, o, w in zip(frames, range(len(frames)), own, wide):
+        assert w is not None and len(w) > 300
+        if frame not in sweeps:
+            assert o is None
+            continue
+        np.testing.assert_array_equal(o, image_depth_targets(sweeps[frame], cam.c2w_opencv[i], K[i], 240, 135))
+        np.testing.assert_array_equal(w[: len(o)], o)
+        assert len(w) > 1.5 * len(o)
 
 
 def _copy_with_one_box(tmp_path: Path, stationary: bool) -> Path:
