@@ -251,7 +251,10 @@ class FixerTrainer:
         try:
             if cmd.adapter is not None:
                 if fields:
-                    logger.warning("--adapter given: its saved config is used; --model LoRA/UNet options are ignored")
+                    logger.warning(
+                        "--adapter given: its saved config is used; --model options (LoRA ranks, --model.train-unet, "
+                        "--model.residual-output) are ignored"
+                    )
                 base = None if cmd.base == "tiny" else cmd.base
                 fixer = Fixer.from_pretrained(base, adapter=cmd.adapter, variant=cmd.variant)
             elif cmd.base == "tiny":
