@@ -200,6 +200,23 @@ def test_window_targets_keep_the_own_sweeps_targets_and_add_more(outputs):
         assert len(w) > 1.5 * len(o)
 
 
+def test_the_dataparser_gives_evaluation_sweep_frames_neighbour_targets_with_a_window():
+    """--depth-target-window 1 through pandaset-data: images of evaluation-sweep frames get targets, the
+    other images keep their own sweep's targets first; a negative window is refused by name."""
+    settings = dict(eval_mode="interval+cross-camera", downscale_factor=2, lidar_max_points=2000, frame_end=20)
+    own, wide = parse("train", **settings), parse("train", depth_target_window=1, **settings)
+    split = own.metadata["lidar_sweep_split"]
+    assert set(split["eval"]) & set(own.metadata["frame_indices"])
+    for frame, o, w in zip(own.metadata["frame_indices"], own.metadata["lidar_depth"], wide.metadata["lidar_depth"]):
+        assert len(w) > 300
+        if frame in split["eval"]:
+            assert len(o) == 0
+        elif frame in split["train"]:
+            np.testing.assert_array_equal(w[: len(o)].numpy(), o.numpy())
+    with pytest.raises(Exception, match="depth_target_window"):
+        parse("train", depth_target_window=-1, **settings)
+
+
 def _copy_with_one_box(tmp_path: Path, stationary: bool) -> Path:
     """The bundled scene with frame 41's boxes replaced by one 4 m cube 15 m ahead of the front camera, turned
     to face it."""
