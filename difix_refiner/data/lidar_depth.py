@@ -2,8 +2,10 @@
 (and, with a sweep window, of its neighbours').
 
 For an image of frame t: the points of sweep t (a *training* sweep, :mod:`difix_refiner.data.sweep_split`),
-or of the training sweeps t - w .. t + w with a window w > 0, minus the ego car's returns (closer than ``min_range`` metres to the sensor, as for the seeds), minus the
-points inside dynamic boxes, projected into the image's camera. Every pixel keeps its nearest return.
+minus the ego car's returns (closer than ``min_range`` metres to the sensor, as for the seeds), minus the
+points inside dynamic boxes, projected into the image's camera. Every pixel keeps its nearest return. With
+a window w > 0 the training sweeps of frames t - w .. t + w fill the pixels sweep t leaves empty, where
+nothing nearer hides them (:func:`merge_neighbour_targets`).
 
 A target is ``(u, v, z)``: the return's exact projection in pixels of the image as the dataparser gives it
 (``u`` along the row, ``v`` down; pixel ``(col, row)`` covers ``[col, col + 1) x [row, row + 1)``) and its
