@@ -22,7 +22,7 @@ import numpy as np
 
 from difix_refiner.data.boxes import Box, points_in_boxes
 from difix_refiner.data.lidar import aggregate_sweeps, project
-from difix_refiner.data.lidar_hint import min_filter, nearest_per_pixel
+from difix_refiner.data.lidar_hint import nearest_per_pixel, unoccluded
 
 TARGET_NEAR_M = 0.5
 """Returns nearer than this (z-depth, metres) are not targets."""
@@ -101,10 +101,8 @@ def merge_neighbour_targets(own: np.ndarray, neighbours: np.ndarray, width: int,
     both = np.concatenate([own, new])  # [M + N', 3], one per pixel
     zmap = np.full(height * width, np.inf)
     zmap[_pixel_index(both[:, :2], width, height)] = both[:, 2]
-    nearest = min_filter(zmap.reshape(height, width), OCCLUSION_RADIUS_PX).reshape(-1)
-    z = new[:, 2].astype(np.float64)
-    visible = z <= nearest[_pixel_index(new[:, :2], width, height)] + OCCLUSION_REL_TOL * z + OCCLUSION_ABS_TOL_M
-    return np.concatenate([own, new[visible]])
+    visible = unoccluded(zmap.reshape(height, width), OCCLUSION_RADIUS_PX, OCCLUSION_REL_TOL, OCCLUSION_ABS_TOL_M)
+    return np.concatenate([own, new[visible.reshape(-1)[_pixel_index(new[:, :2], width, height)]]])
 
 
 def neighbour_points(sweeps: Dict[int, np.ndarray], frame: int, window: int) -> Optional[np.ndarray]:
@@ -150,7 +148,7 @@ def training_depth_targets(
             return None if pts is None else image_depth_targets(pts, image_poses_opencv[i], image_K[i], w, h, exclude)
 
         own = targets_of(sweeps.get(int(frame)))
-        near = targets_of(neighbour_points(sweeps, int(frame), window)) if window > 0 else None
+        near = targets_of(neighbour_points(sweeps, int(frame), window))  # None with window 0
         if near is None:
             out.append(own)
         else:

@@ -160,11 +160,12 @@ def _splat_nearest(
     return pixel[win], src[win]
 
 
-def _visible_depth(depth: np.ndarray, settings: HintSettings) -> np.ndarray:
-    """[H, W] bool: pixels whose depth no nearby pixel beats by more than the slack (the occlusion test)."""
-    nearest = min_filter(depth, settings.occlusion_radius_px)  # [H, W]
+def unoccluded(depth: np.ndarray, radius_px: int, rel_tol: float, abs_tol: float) -> np.ndarray:
+    """[H, W] bool: pixels of a sparse depth map (``inf`` where empty) whose depth no pixel within ``radius_px``
+    beats by more than ``rel_tol * depth + abs_tol`` (the occlusion test)."""
+    nearest = min_filter(depth, radius_px)  # [H, W]
     finite = np.isfinite(depth)
-    slack = settings.rel_tol * np.where(finite, depth, 0.0) + settings.abs_tol
+    slack = rel_tol * np.where(finite, depth, 0.0) + abs_tol
     return finite & (depth <= nearest + slack)
 
 
@@ -201,7 +202,7 @@ def render_lidar_hint(
     pixel, src = _splat_nearest(uv, z, width, height, settings)  # [P] each
     depth.reshape(-1)[pixel] = z[src]
     rgb.reshape(-1, 3)[pixel] = rgb_points[src]
-    mask = _visible_depth(depth, settings)
+    mask = unoccluded(depth, settings.occlusion_radius_px, settings.rel_tol, settings.abs_tol)
     rgb[~mask] = 0.0
     depth[~mask] = np.inf
     return LidarHint(rgb=rgb, mask=mask, depth=depth)
