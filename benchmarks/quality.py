@@ -87,6 +87,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="cross-camera frames also scored on their own (end exclusive)")  # fmt: skip
     p.add_argument("--eval-frame-stride", type=int, default=4, help="shifted drives use every n-th front frame")
     p.add_argument("--cross-camera-stride", type=int, default=1, help="every n-th frame of each side camera")
+    p.add_argument("--lidar-data", type=Path, default=None,
+                   help="PandaSet folder whose (denser) sweeps the LiDAR metrics read, same world frame; the run's evaluation-sweep split still picks them (default: the run's data)")
+    p.add_argument("--occlusion-radius-px", type=int, default=1,
+                   help="LiDAR z-buffer occlusion radius of the LiDAR metrics (difix-refiner eval's option)")
     p.add_argument("--dataparser-args", default="", help="extra pandaset-data options, e.g. '--frame-start 40 --frame-end 48'")
     p.add_argument("--train-args", default="", help="extra ns-train options for every run")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per training and for the evaluation")
@@ -243,10 +247,13 @@ def _mean(scores: List[Dict[str, Any]], key: str, frames: Optional[Tuple[int, in
 
 def score_settings(args: argparse.Namespace, seed: int, fixer_spec: Optional[str]) -> Dict[str, Any]:
     """What a run's scores depend on besides the run itself (a cached score is reused only when they match)."""
-    return {
+    settings = {
         "offsets": [float(o) for o in args.offsets], "test_frames": list(args.test_frames), "seed": seed,
         "eval_frame_stride": args.eval_frame_stride, "cross_camera_stride": args.cross_camera_stride, "fixer": fixer_spec,
     }  # fmt: skip
+    if args.lidar_data is not None or args.occlusion_radius_px != 1:  # only then: scores kept before stay valid
+        settings.update(lidar_data=None if args.lidar_data is None else str(args.lidar_data.resolve()), occlusion_radius_px=args.occlusion_radius_px)
+    return settings
 
 
 def evaluate(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any = None, fixer_spec: Optional[str] = None) -> Tuple[Metrics, Metrics]:
@@ -295,7 +302,10 @@ def score_run(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any
                 metrics[f"{key}.{metric}"] = _mean(scores, metric, frame_range)
                 if fixer is not None:
                     fixed[f"{key}.{metric}"] = _mean(scores, f"fixed_{metric}", frame_range)
-    settings = EvalSettings(offsets=tuple(args.offsets), frame_stride=args.eval_frame_stride, seed=seed)
+    settings = EvalSettings(
+        offsets=tuple(args.offsets), frame_stride=args.eval_frame_stride, seed=seed, lidar_data=args.lidar_data,
+        occlusion_radius_px=args.occlusion_radius_px,
+    )  # fmt: skip
     offsets = settings.checked_offsets()
     camera = run.recorded.resolve_camera(None)
     selection = run.recorded.select(camera)[:: args.eval_frame_stride]
@@ -303,7 +313,7 @@ def score_run(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any
     drive = evaluate_drive(run, settings, plan, fixer, NoProgress(), str(config_path))
     _, shifted = drive_metrics(drive, offsets, None, None, seed)
     for key, entry in shifted.items():
-        for metric in ("lidar_psnr", "depth_absrel", "depth_rmse"):
+        for metric in ("lidar_psnr", "depth_absrel", "depth_rmse", "lidar_share_rendered_nearer", "lidar_psnr_not_rendered_nearer"):
             metrics[f"shifted.{key}.{metric}"] = entry[metric]
         if fixer is not None:  # the fixer changes colour, not geometry: the "+" step has no depth rows of its own
             fixed[f"shifted.{key}.lidar_psnr"] = entry["lidar_psnr_fixed"]
@@ -349,6 +359,7 @@ def metric_rows(offsets: Sequence[float]) -> List[Tuple[str, str, bool]]:
             (f"shifted.{key}.lidar_psnr", f"shifted {key} m LiDAR PSNR", True),
             (f"shifted.{key}.depth_absrel", f"shifted {key} m depth AbsRel", False),
             (f"shifted.{key}.depth_rmse", f"shifted {key} m depth RMSE (m)", False),
+            (f"shifted.{key}.lidar_share_rendered_nearer", f"shifted {key} m LiDAR points rendered nearer", False),
         ]
     return rows + [("wall_s", "training wall time (s)", False)]
 
@@ -378,7 +389,7 @@ def _fewer_seeds(entry: Dict[str, Any]) -> str:
 def _cell(entry: Dict[str, Any], label: str) -> str:
     if entry["mean"] is None:
         return "n/a"
-    digits = 4 if ("SSIM" in label or "AbsRel" in label) else 1 if "wall" in label else 2
+    digits = 4 if ("SSIM" in label or "AbsRel" in label or "rendered nearer" in label) else 1 if "wall" in label else 2
     return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}{_fewer_seeds(entry)}"
 
 
@@ -431,7 +442,7 @@ def gains_table(gains: Dict[str, Dict[str, Any]], offsets: Sequence[float]) -> s
             if e["mean"] is None:
                 cells.append("n/a")
             else:
-                digits = 1 if _relative(key) else 4 if "SSIM" in label else 2
+                digits = 1 if _relative(key) else 4 if ("SSIM" in label or "rendered nearer" in label) else 2
                 unit = "%" if _relative(key) else ""
                 cells.append(f"{e['mean']:+.{digits}f}{unit} ± {e['std']:.{digits}f}{_fewer_seeds(e)}")
         lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")

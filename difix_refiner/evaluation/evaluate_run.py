@@ -27,6 +27,11 @@ be computed, with the reason under ``"skipped"``):
     add error that is the same for every run, so compare runs, not absolute values.
     ``lidar_psnr_fixed`` is the same for the fixed renders (needs a fixer; a hint fixer gets each view's
     LiDAR hint from the run's seed points, which hold training sweeps only).
+  - ``lidar_share_rendered_nearer``: share of those points where the render's depth is more than 20%
+    nearer than the point's: the render shows something in front of it. Off the path that is a floater or
+    a splat standing out toward the camera, or a true occluder that the sparse LiDAR's z-buffer missed
+    (a parked car the shifted camera sees in front of the road), so the two cannot be told apart here.
+    ``lidar_psnr_not_rendered_nearer`` is ``lidar_psnr`` over the other points.
   - ``sharpness``: mean variance of the Laplacian of the renders (no reference);
     ``sharpness_ratio`` = shifted / recorded.
   - ``fixer_agreement_psnr`` and ``fixer_mean_abs_diff``: between fixer(render) and the render, i.e.

@@ -275,11 +275,18 @@ class ColourSamples:
     """[M, 3] colour of each point in the real image."""
     rendered: np.ndarray
     """[M, 3] colour at each point's projection in the render being judged."""
+    rendered_nearer: np.ndarray
+    """[M] bool: the render's depth there is nearer than the point by more than ``NEARER_FRACTION`` (all
+    False when no rendered depth was given)."""
 
     @staticmethod
     def concat(items: Sequence["ColourSamples"]) -> "ColourSamples":
         """Pool samples of several frames."""
-        return _pooled(ColourSamples, items, ColourSamples(np.zeros((0, 3)), np.zeros((0, 3))))
+        return _pooled(ColourSamples, items, ColourSamples(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, dtype=bool)))
+
+
+NEARER_FRACTION = 0.2
+"""A render shows something in front of a LiDAR point when its depth there is below ``(1 - this) * z``."""
 
 
 def _as_unit_float(image: np.ndarray) -> np.ndarray:
@@ -291,7 +298,13 @@ def _as_unit_float(image: np.ndarray) -> np.ndarray:
     return arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
 
 
-def lidar_colour_samples(real_view: Projection, real_image: np.ndarray, target_view: Projection, target_image: np.ndarray) -> ColourSamples:
+def lidar_colour_samples(
+    real_view: Projection,
+    real_image: np.ndarray,
+    target_view: Projection,
+    target_image: np.ndarray,
+    target_depth: Optional[np.ndarray] = None,
+) -> ColourSamples:
     """Colours of the points visible in both the real camera and the target (e.g. shifted) camera.
 
     A point's real colour is the real image's pixel it falls in (it must be visible there, i.e. not
@@ -302,6 +315,9 @@ def lidar_colour_samples(real_view: Projection, real_image: np.ndarray, target_v
         real_view, target_view: The same points ``[N]`` projected into the real and target cameras.
         real_image: ``[H, W, 3]`` photo of the real camera (uint8 or float in [0, 1]).
         target_image: ``[H', W', 3]`` render of the target camera.
+        target_depth: ``[H', W']`` (or ``[H', W', 1]``) the render's z-depth in metres, for
+            ``rendered_nearer``: a point the render hides behind something nearer. On a shifted view that is a
+            floater or splat in front of the surface, or an occluder the sparse LiDAR z-buffer missed.
     """
     if real_view.depth.shape != target_view.depth.shape:
         raise ValueError("both projections must be of the same points")
@@ -312,7 +328,21 @@ def lidar_colour_samples(real_view: Projection, real_image: np.ndarray, target_v
             raise ValueError(f"{name} is {img.shape[1]}x{img.shape[0]}, its camera {view.width}x{view.height}")
     both = real_view.visible & target_view.visible  # [N]
     rp, tp = real_view.pixels[both], target_view.pixels[both]
-    return ColourSamples(real=real[rp[:, 1], rp[:, 0]], rendered=target[tp[:, 1], tp[:, 0]])
+    nearer = np.zeros(len(tp), dtype=bool)
+    if target_depth is not None:
+        depth = np.asarray(target_depth, dtype=np.float64).reshape(target_view.height, target_view.width)
+        nearer = depth[tp[:, 1], tp[:, 0]] < (1.0 - NEARER_FRACTION) * target_view.depth[both]
+    return ColourSamples(real=real[rp[:, 1], rp[:, 0]], rendered=target[tp[:, 1], tp[:, 0]], rendered_nearer=nearer)
+
+
+def rendered_nearer_split(samples: ColourSamples) -> Dict[str, Optional[float]]:
+    """The share of points the render hides behind something nearer, and the PSNR (dB) of the others."""
+    n = int(samples.real.shape[0])
+    if n == 0:
+        return {"share_rendered_nearer": None, "psnr_not_rendered_nearer": None}
+    keep = ~samples.rendered_nearer
+    rest = ColourSamples(samples.real[keep], samples.rendered[keep], samples.rendered_nearer[keep])
+    return {"share_rendered_nearer": float(samples.rendered_nearer.mean()), "psnr_not_rendered_nearer": samples_psnr(rest)["psnr"]}
 
 
 def samples_psnr(samples: ColourSamples) -> Dict[str, Optional[float]]:

@@ -54,12 +54,16 @@ class OffsetStats:
     def summary(self, real_features: Any, extractor: Any, seed: int) -> Dict[str, Any]:
         """The JSON entry of this offset (None where nothing could be measured)."""
         d = lm.depth_errors(lm.DepthSamples.concat(self.depth))
-        c = lm.samples_psnr(lm.ColourSamples.concat(self.colour))
+        pooled = lm.ColourSamples.concat(self.colour)
+        c = lm.samples_psnr(pooled)
+        nearer = lm.rendered_nearer_split(pooled)
         c_fixed = lm.samples_psnr(lm.ColourSamples.concat(self.colour_fixed)) if self.colour_fixed else {"psnr": None}
         out: Dict[str, Any] = {
             "lidar_psnr": c["psnr"],
             "lidar_psnr_fixed": c_fixed["psnr"],
             "lidar_points": c["num_points"],
+            "lidar_share_rendered_nearer": nearer["share_rendered_nearer"],
+            "lidar_psnr_not_rendered_nearer": nearer["psnr_not_rendered_nearer"],
             "depth_absrel": d["absrel"],
             "depth_rmse": d["rmse_m"],
             "depth_pixels": d["num_pixels"],
@@ -228,7 +232,7 @@ def evaluate_drive(run: LoadedRun, settings: EvalSettings, plan: DrivePlan, fixe
             view = None
             if used:
                 view = lm.project_points(points, to_world(pose), K, w, h, visibility, max_depth=settings.max_depth_m)
-                stats.colour.append(lm.lidar_colour_samples(real_view, photo, view, render.rgb))
+                stats.colour.append(lm.lidar_colour_samples(real_view, photo, view, render.rgb, render.depth_m))
                 if render.depth_m is not None:
                     stats.depth.append(lm.depth_samples(view, render.depth_m, render.accumulation, settings.min_accumulation))
             fixed = None

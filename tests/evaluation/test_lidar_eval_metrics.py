@@ -100,6 +100,20 @@ def test_lidar_anchored_psnr_hand_computed():
     assert result["num_points"] == 4
     assert result["psnr"] == pytest.approx(10 * np.log10(1.0 / mse))
     assert lm.samples_psnr(lm.ColourSamples.concat([])) == {"psnr": None, "num_points": 0}
+    assert not samples.rendered_nearer.any()  # no rendered depth given
+
+    # The render shows a surface at 7.5 m where point 1 (10 m) is, 25% nearer; the others' depth is right.
+    depth = np.zeros((H, W))
+    for i in (0, 1, 2, 4):
+        col, row = shift_view.pixels[i]
+        depth[row, col] = shift_view.depth[i] if i != 1 else 7.5
+    split = lm.rendered_nearer_split(lm.lidar_colour_samples(real_view, real_img, shift_view, render, depth))
+    assert split["share_rendered_nearer"] == pytest.approx(0.25)
+    rest = np.mean(np.array([errors[i] for i in (0, 2, 4)], dtype=np.float64) ** 2) / 255.0**2
+    assert split["psnr_not_rendered_nearer"] == pytest.approx(10 * np.log10(1.0 / rest))
+    depth[shift_view.pixels[1][1], shift_view.pixels[1][0]] = 8.25  # 17.5% nearer: within the slack
+    split = lm.rendered_nearer_split(lm.lidar_colour_samples(real_view, real_img, shift_view, render, depth))
+    assert split["share_rendered_nearer"] == 0.0
 
 
 def test_scene_to_world_undoes_a_dataparser_transform():
