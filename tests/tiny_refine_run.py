@@ -1,9 +1,11 @@
-"""A ``difix-refiner`` configuration shrunk to seconds, shared by the in-process refine-loop tests.
+"""A ``difix-refiner`` configuration shrunk to seconds and a tiny model, shared by the in-process tests.
 
 Imported by tests (``pythonpath = ["tests"]`` in pyproject.toml); not a test module itself.
 """
 
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "pandaset_002"
@@ -41,3 +43,20 @@ def seeded_trainer(cfg):
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup()
     return trainer
+
+
+def tiny_model():
+    """A DifixRefinerModel on 200 seeded points 3 units down -z, with an (empty) LiDAR depth target, on the CPU."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    from difix_refiner.scene.model import DifixRefinerModelConfig
+
+    torch.manual_seed(0)
+    pts = torch.randn(200, 3) * 0.3 + torch.tensor([0.0, 0.0, -3.0])
+    rgb = torch.randint(0, 255, (200, 3)).float()
+    meta = {"lidar_depth": [torch.zeros((0, 3))]}
+    model = DifixRefinerModelConfig(sh_degree=0, num_downscales=0).setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-5.0] * 3, [5.0] * 3])), num_train_data=1, seed_points=(pts, rgb), device="cpu", metadata=meta
+    )
+    model.optimizers = {}  # set by the trainer's callbacks; gsplat's pre-backward step does not use it
+    return model

@@ -20,7 +20,11 @@ hints; how much the fixer changed the view inside and outside the hint goes into
 (:mod:`difix_refiner.distillation.pseudo_view_fidelity`). Before the first round's views enter training the
 fixer is checked on a few training views (:mod:`difix_refiner.distillation.fixer_fit_check`).
 
-With ``refine.enabled False`` the pipeline is nerfstudio's ``VanillaPipeline`` step for step.
+``side_view_depth`` (off by default) adds the LiDAR depth loss at training cameras moved sideways, with or
+without the refine loop (:mod:`difix_refiner.distillation.side_view_depth`).
+
+With ``refine.enabled False`` (and ``side_view_depth`` off) the pipeline is nerfstudio's ``VanillaPipeline``
+step for step.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from difix_refiner.distillation.pseudo_views import (
 )
 from difix_refiner.distillation.refine_config import RefineConfig
 from difix_refiner.distillation.refine_fidelity import RefineFidelityHooks
+from difix_refiner.distillation.side_view_depth import SIDE_VIEW_DEPTH_LOSS, SideViewDepth, SideViewDepthConfig
 from difix_refiner.scene.lidar_batch import record_sweep_split
 from difix_refiner.scene.model import DifixRefinerModelConfig
 from difix_refiner.scene.trained_run import RecordedImages, recorded_images
@@ -95,6 +100,8 @@ class DifixRefinerPipelineConfig(VanillaPipelineConfig):
     """The splatfacto-based model."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """The refine loop: novel cameras, the fixer, and how pseudo views enter training."""
+    side_view_depth: SideViewDepthConfig = field(default_factory=SideViewDepthConfig)
+    """The LiDAR depth loss at training cameras moved sideways (the baseline gets it too)."""
 
 
 class _RefineState:
@@ -189,6 +196,7 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.refine_state = _RefineState()
         self._resume_state: Optional[Dict[str, Any]] = None  # from a loaded checkpoint, until training starts
+        self.side_view_depth = SideViewDepth.build(config.side_view_depth, self.datamanager) if test_mode == "val" else None
         refine = config.refine
         # Only training ("val") runs the loop; ns-eval / ns-render / ns-export / ns-viewer never build it.
         if refine.enabled and test_mode == "val":
@@ -279,6 +287,9 @@ class DifixRefinerPipeline(RefineFidelityHooks, VanillaPipeline):
             # splatfacto's loss already applied batch["mask"] (low-opacity pixels zeroed in both images).
             loss_dict[PSEUDO_VIEW_LOSS] = self.config.refine.pseudo_view_loss_weight * loss_dict.pop("main_loss")
             metrics_dict["pseudo_view_psnr"] = metrics_dict.pop("psnr")
+        side = None if self.side_view_depth is None else self.side_view_depth.loss(self.model, self.make_camera, step)
+        if side is not None:
+            loss_dict[SIDE_VIEW_DEPTH_LOSS] = side
         return model_outputs, loss_dict, metrics_dict
 
     def get_training_callbacks(

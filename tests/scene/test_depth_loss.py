@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_refine_config
+from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_model, tiny_refine_config
 
 from difix_refiner.scene.depth_loss import depth_loss, targets_on_grid
 from difix_refiner.scene.lidar_batch import SPLIT_FILE, add_lidar_entries
@@ -64,22 +64,6 @@ def test_batch_without_lidar_metadata_is_unchanged():
 # ------------------------------------------------------------------------------------------ the model's loss
 
 
-def _tiny_model():
-    from nerfstudio.data.scene_box import SceneBox
-
-    from difix_refiner.scene.model import DifixRefinerModelConfig
-
-    torch.manual_seed(0)
-    pts = torch.randn(200, 3) * 0.3 + torch.tensor([0.0, 0.0, -3.0])
-    rgb = torch.randint(0, 255, (200, 3)).float()
-    meta = {"lidar_depth": [torch.zeros((0, 3))]}
-    model = DifixRefinerModelConfig(sh_degree=0, num_downscales=0).setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-5.0] * 3, [5.0] * 3])), num_train_data=1, seed_points=(pts, rgb), device="cpu", metadata=meta
-    )
-    model.optimizers = {}  # set by the trainer's callbacks; gsplat's pre-backward step does not use it
-    return model
-
-
 def _camera():
     from nerfstudio.cameras.cameras import Cameras
 
@@ -92,7 +76,7 @@ def _camera():
 def test_moving_object_pixels_leave_the_loss_and_stationary_ones_do_not(stationary):
     """The photo changed inside a box: the loss does not notice when the box moves (masked), and does when
     the object is stationary (no mask)."""
-    model = _tiny_model()
+    model = tiny_model()
     model.train()
     outputs = model.get_outputs(_camera())
     box = torch.zeros(24, 32, dtype=torch.bool)
@@ -112,7 +96,7 @@ def test_moving_object_pixels_leave_the_loss_and_stationary_ones_do_not(stationa
 
 
 def test_depth_is_rendered_and_supervised_only_with_targets():
-    model = _tiny_model()
+    model = tiny_model()
     model.train()
     outputs = model.get_outputs(_camera())
     assert outputs["depth"] is not None  # the dataparser gives targets: training renders depth
