@@ -127,11 +127,13 @@ def print_summary(runs: Sequence[RunEvaluation], out: Path) -> None:
         table = Table(
             title=f"{run.label}: held-out PSNR {_fmt(m['heldout']['psnr'])}, cross-camera PSNR {_fmt(m['cross_camera']['psnr'])}{plus}"
         )
-        for col in ("offset", "LiDAR PSNR", "+ fixer", "depth AbsRel", "depth RMSE m", "sharpness", "fixer PSNR"):
+        for col in ("offset", "LiDAR PSNR", "+ fixer", "rendered nearer %", "depth AbsRel", "depth RMSE m", "sharpness", "fixer PSNR"):
             table.add_column(col)
         for key, e in [("0 (recorded)", m["recorded"])] + list(m["shifted"].items()):
             fixed = _fmt(e.get("lidar_psnr_fixed"))
-            table.add_row(key, _fmt(e["lidar_psnr"]), fixed, _fmt(e["depth_absrel"], 3), _fmt(e["depth_rmse"]), _fmt(e["sharpness"], 1), _fmt(e["fixer_agreement_psnr"]))
+            share = e.get("lidar_share_rendered_nearer")
+            nearer = _fmt(None if share is None else 100.0 * share, 1)
+            table.add_row(key, _fmt(e["lidar_psnr"]), fixed, nearer, _fmt(e["depth_absrel"], 3), _fmt(e["depth_rmse"]), _fmt(e["sharpness"], 1), _fmt(e["fixer_agreement_psnr"]))
         console.print(table)
         for what, why in m["skipped"].items():
             console.print(f"  skipped {what}: {why}")
