@@ -60,3 +60,22 @@ def tiny_model():
     )
     model.optimizers = {}  # set by the trainer's callbacks; gsplat's pre-backward step does not use it
     return model
+
+
+def short_pandaset_run(out: Path, name: str, steps: int, data: Path = EXAMPLE, configure=None, **dataparser):
+    """Train the baseline (refine loop off) for ``steps`` over both resolutions of the schedule, in-process.
+
+    ``configure(cfg)`` changes the trainer config first; ``dataparser`` sets ``pandaset-data`` options.
+    """
+    cfg = tiny_refine_config(out, name, steps, enabled=False)
+    cfg.pipeline.model.num_downscales = 1
+    cfg.pipeline.model.resolution_schedule = steps // 2  # both resolutions of the schedule
+    if configure is not None:
+        configure(cfg)
+    dp = cfg.pipeline.datamanager.dataparser
+    dp.data = data
+    for key, value in dataparser.items():
+        setattr(dp, key, value)
+    trainer = seeded_trainer(cfg)
+    trainer.train()
+    return trainer

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("fixer_test_pairs", REPO / "benchmarks" / "fixer_test_pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def record(pair_id, before, after):
@@ -23,7 +13,7 @@ def record(pair_id, before, after):
 
 
 def test_ids_split_into_label_and_camera():
-    script = load_script()
+    script = load_benchmark("fixer_test_pairs")
     assert script.split_id("underfit-25_front_camera_00061") == ("underfit-25", "front_camera")
     assert script.split_id("d2/cross-camera_front_left_camera_00007") == ("d2/cross-camera", "front_left_camera")
     assert script.split_id("cycle-2m-i300_front_right_camera_00079") == ("cycle-2m-i300", "front_right_camera")
@@ -31,7 +21,7 @@ def test_ids_split_into_label_and_camera():
 
 
 def test_groups_average_their_own_pairs(tmp_path, capsys):
-    script = load_script()
+    script = load_benchmark("fixer_test_pairs")
     records = [
         record("underfit-25_front_camera_00060", 16.0, 22.0),
         record("underfit-25_front_left_camera_00061", 18.0, 20.0),
@@ -52,7 +42,7 @@ def test_groups_average_their_own_pairs(tmp_path, capsys):
 
 
 def test_missing_or_empty_metrics_are_one_line_errors(tmp_path, capsys):
-    script = load_script()
+    script = load_benchmark("fixer_test_pairs")
     assert script.main([str(tmp_path / "none.json")]) == 1
     (tmp_path / "empty.json").write_text(json.dumps({"split": "test"}))
     assert script.main([str(tmp_path / "empty.json")]) == 1

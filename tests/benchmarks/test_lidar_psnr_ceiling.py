@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("lidar_psnr_ceiling", REPO / "benchmarks" / "lidar_psnr_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_demo_frames_are_the_evaluation_sweep_frames():
-    assert load_script().demo_frames(80)[:6] == [1, 5, 10, 14, 19, 23]
+    assert load_benchmark("lidar_psnr_ceiling").demo_frames(80)[:6] == [1, 5, 10, 14, 19, 23]
 
 
 def test_a_photo_further_away_scores_lower(monkeypatch, capsys):
-    script = load_script()
+    script = load_benchmark("lidar_psnr_ceiling")
     frames = ["--frames", "46", "50", "55", "59"]  # the car is moving here (it stands still at first)
     monkeypatch.setattr(sys, "argv", ["lidar_psnr_ceiling.py", *frames, "--gaps", "1", "6", "--bins", "0.05", "1", "4"])
     script.main()

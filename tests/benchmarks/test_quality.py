@@ -6,25 +6,17 @@ shape and that every mean ± std is computed from the per-seed values.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.skipif(not (BIN / "ns-train").exists(), reason="needs nerfstudio's ns-train next to this Python")
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", REPO / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +25,7 @@ def ran(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("quality")
     hint_fixer = Fixer.tiny("difix", seed=0, hint_channels=4).save_pretrained(work / "hint-fixer")
-    quality = load_benchmark()
+    quality = load_benchmark("quality")
     args = [
         "--seeds", "2", "--first-seed", "0", "--setups", "demo", "--iterations", "4",
         "--plain-fixer", "tiny", "--hint-fixer", str(hint_fixer),
@@ -109,14 +101,14 @@ def test_systems_baseline_alone_needs_no_fixer(ran):
 
 
 def test_mean_std_of_given_values():
-    quality = load_benchmark()
+    quality = load_benchmark("quality")
     assert quality.mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2, "values": [1.0, 3.0, None]}
     assert quality.mean_std([5.0])["std"] == 0.0 and quality.mean_std([None])["mean"] is None
 
 
 def test_gains_are_paired_by_seed():
     """Each seed's change over its own baseline: a difference for PSNR, a percentage for depth errors."""
-    quality = load_benchmark()
+    quality = load_benchmark("quality")
     per_seed = {
         1: {"baseline": {"heldout.psnr": 10.0, "shifted.+2.depth_absrel": 0.2}, "hint": {"heldout.psnr": 11.0, "shifted.+2.depth_absrel": 0.1}},
         2: {"baseline": {"heldout.psnr": 20.0, "shifted.+2.depth_absrel": 0.2}, "hint": {"heldout.psnr": 23.0, "shifted.+2.depth_absrel": 0.15}},

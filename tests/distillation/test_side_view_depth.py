@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_model, tiny_refine_config
+from tiny_refine_run import EXAMPLE, short_pandaset_run, tiny_model
 
 from difix_refiner.distillation.side_view_depth import SIDE_VIEW_DEPTH_LOSS, SideViewDepth, SideViewDepthConfig
 from difix_refiner.scene.depth_loss import depth_loss
@@ -87,17 +87,10 @@ def test_off_by_default_and_rejects_bad_settings():
 
 
 def _run(out: Path, name: str, steps: int, weight: float, data: Path = EXAMPLE, **dataparser):
-    cfg = tiny_refine_config(out, name, steps, enabled=False)
-    cfg.pipeline.side_view_depth.weight = weight
-    cfg.pipeline.model.num_downscales = 1
-    cfg.pipeline.model.resolution_schedule = steps // 2  # both resolutions of the schedule
-    dp = cfg.pipeline.datamanager.dataparser
-    dp.data = data
-    for key, value in dataparser.items():
-        setattr(dp, key, value)
-    trainer = seeded_trainer(cfg)
-    trainer.train()
-    return trainer
+    def configure(cfg):
+        cfg.pipeline.side_view_depth.weight = weight
+
+    return short_pandaset_run(out, name, steps, data, configure, **dataparser)
 
 
 def _side_view_depth_error(trainer, reference: SideViewDepth) -> float:

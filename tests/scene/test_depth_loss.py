@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_refine_run import EXAMPLE, seeded_trainer, tiny_model, tiny_refine_config
+from tiny_refine_run import EXAMPLE, short_pandaset_run, tiny_model
 
 from difix_refiner.scene.depth_loss import depth_loss, targets_on_grid
 from difix_refiner.scene.lidar_batch import SPLIT_FILE, add_lidar_entries
@@ -112,18 +112,11 @@ def test_depth_is_rendered_and_supervised_only_with_targets():
 
 
 def _run(out: Path, name: str, steps: int, weight: float, data: Path = EXAMPLE, **dataparser):
-    cfg = tiny_refine_config(out, name, steps, enabled=False)
-    cfg.pipeline.model.depth_loss_weight = weight
-    cfg.pipeline.model.num_downscales = 1
-    cfg.pipeline.model.resolution_schedule = steps // 2  # both resolutions of the schedule
-    cfg.pipeline.model.num_random = 2000  # the initialisation without LiDAR
-    dp = cfg.pipeline.datamanager.dataparser
-    dp.data = data
-    for key, value in dataparser.items():
-        setattr(dp, key, value)
-    trainer = seeded_trainer(cfg)
-    trainer.train()
-    return trainer
+    def configure(cfg):
+        cfg.pipeline.model.depth_loss_weight = weight
+        cfg.pipeline.model.num_random = 2000  # the initialisation without LiDAR
+
+    return short_pandaset_run(out, name, steps, data, configure, **dataparser)
 
 
 def _training_depth_error(trainer) -> float:
