@@ -1,10 +1,10 @@
 """LiDAR depth at shifted views: the real views' depth loss, applied to training cameras moved sideways.
 
-Why: on the bundled drive most of the LiDAR colour error 2 m to the side of the path sits at the points whose
-rendered depth is 20% or more nearer than the LiDAR's (README, *LiDAR depth and moving objects*). Splats fitted
-to one viewing direction stick out toward a camera beside the path, in front of surfaces the LiDAR measured.
-The depth loss on real views cannot see them (they lie along the real rays and render the right expected
-depth there); a camera beside the path looks at them from the side.
+Why: a splat fitted to one viewing direction can stand out toward a camera beside the path, in front of a
+surface the LiDAR measured. The depth loss on real views cannot see it (it lies along the real rays, which
+render the right expected depth); a camera beside the path looks at it from the side. On the bundled drive it
+lowers the share of LiDAR points rendered nearer than they are at -2 m from 1.9% to 1.2% and raises the -2 m
+LiDAR PSNR by 0.55 dB (3 seeds, README *What limits the colour off the path*).
 
 Every ``every`` steps the pipeline adds one term: training image ``i`` moved ``o`` metres sideways
 (``cameras.trajectory.shift_poses`` on the recorded drive, the same shift the refine loop and the evaluation
