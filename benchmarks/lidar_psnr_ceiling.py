@@ -14,9 +14,9 @@ whose pixel in the later photo lies in a moving box of that frame (the model ren
 
 Prints one row per distance between the two cameras (bins in metres; the pairs of a bin are pooled): how many
 photo pairs, their mean distance, the points compared and the PSNR. The car drives straight, so the later photo
-is further ahead, not to the side: a sideways move of the same length changes more of what the camera sees. The default frames are the demo's evaluation-sweep
-frames (every 4th training frame of the front camera, every 8th frame held out) at the CPU preset's
-resolution (``--downscale 2``: 240x135 for the bundled drive).
+is further ahead, not to the side: a sideways move of the same length changes more of what the camera sees.
+The default frames are the demo's evaluation-sweep frames (every 4th training frame of the front camera,
+every 8th frame held out) at the CPU preset's resolution (``--downscale 2``: 240x135 for the bundled drive).
 """
 
 from __future__ import annotations
@@ -100,18 +100,20 @@ def main() -> None:
     edges = sorted(args.bins)
     pooled: Dict[int, List[lm.ColourSamples]] = {b: [] for b in range(len(edges) - 1)}
     moved: Dict[int, List[float]] = {b: [] for b in range(len(edges) - 1)}
-    for d in args.gaps:
-        for t in frames:
+    for t in frames:
+        if t not in sweeps:
+            continue
+        points, _ = lm.points_near_frame(sweeps, sensors, t, 0)  # [N, 3] frame t's own sweep
+        real = lm.project_points(points, cam.c2w_opencv[t], K, w, h, visibility, max_depth=settings.max_depth_m)
+        for d in args.gaps:
             u = t + d
-            if not 0 <= u < num or t not in sweeps:
+            if not 0 <= u < num:
                 continue
             offset = cam.c2w_opencv[u, :3, 3] - cam.c2w_opencv[t, :3, 3]  # [3] world metres
             dist = float(np.linalg.norm(offset))
             b = int(np.searchsorted(edges, dist, side="right")) - 1
             if not 0 <= b < len(edges) - 1:
                 continue
-            points, _ = lm.points_near_frame(sweeps, sensors, t, 0)  # [N, 3] frame t's own sweep
-            real = lm.project_points(points, cam.c2w_opencv[t], K, w, h, visibility, max_depth=settings.max_depth_m)
             other = lm.project_points(points, cam.c2w_opencv[u], K, w, h, visibility, max_depth=settings.max_depth_m)
             if boxes is not None and boxes.get(u):
                 moving = box_pixel_mask(boxes[u], cam.c2w_opencv[u], K, w, h)  # [H, W]

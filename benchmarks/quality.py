@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from difix_refiner.evaluation.demo import DemoConfig, train_args  # noqa: E402
+from difix_refiner.evaluation.settings import EvalSettings  # noqa: E402
 from difix_refiner.scene.ns_train import ns_train_command, run_config_path, start_measured, thread_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--cross-camera-stride", type=int, default=1, help="every n-th frame of each side camera")
     p.add_argument("--lidar-data", type=Path, default=None,
                    help="PandaSet folder whose (denser) sweeps the LiDAR metrics read, same world frame; the run's evaluation-sweep split still picks them (default: the run's data)")
-    p.add_argument("--occlusion-radius-px", type=int, default=1,
+    p.add_argument("--occlusion-radius-px", type=int, default=EvalSettings().occlusion_radius_px,
                    help="LiDAR z-buffer occlusion radius of the LiDAR metrics (difix-refiner eval's option)")
     p.add_argument("--dataparser-args", default="", help="extra pandaset-data options, e.g. '--frame-start 40 --frame-end 48'")
     p.add_argument("--train-args", default="", help="extra ns-train options for every run")
@@ -251,7 +252,7 @@ def score_settings(args: argparse.Namespace, seed: int, fixer_spec: Optional[str
         "offsets": [float(o) for o in args.offsets], "test_frames": list(args.test_frames), "seed": seed,
         "eval_frame_stride": args.eval_frame_stride, "cross_camera_stride": args.cross_camera_stride, "fixer": fixer_spec,
     }  # fmt: skip
-    if args.lidar_data is not None or args.occlusion_radius_px != 1:  # only then: scores kept before stay valid
+    if args.lidar_data is not None or args.occlusion_radius_px != EvalSettings().occlusion_radius_px:  # scores kept before stay valid
         settings.update(lidar_data=None if args.lidar_data is None else str(args.lidar_data.resolve()), occlusion_radius_px=args.occlusion_radius_px)
     return settings
 
@@ -283,7 +284,6 @@ def score_run(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any
     """The scores of :func:`evaluate`, computed."""
     from difix_refiner.core.progress import NoProgress
     from difix_refiner.evaluation.runs import cross_camera_views, heldout_views, load_run, run_frame_range
-    from difix_refiner.evaluation.settings import EvalSettings
     from difix_refiner.evaluation.shifted import DrivePlan, drive_metrics, evaluate_drive
     from difix_refiner.fixer.render_fixing import takes_hints
 
