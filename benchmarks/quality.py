@@ -34,6 +34,7 @@ fixers are still training. Run ``python benchmarks/quality.py --help`` for optio
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -252,9 +253,18 @@ def score_settings(args: argparse.Namespace, seed: int, fixer_spec: Optional[str
         "offsets": [float(o) for o in args.offsets], "test_frames": list(args.test_frames), "seed": seed,
         "eval_frame_stride": args.eval_frame_stride, "cross_camera_stride": args.cross_camera_stride, "fixer": fixer_spec,
     }  # fmt: skip
-    if args.lidar_data is not None or args.occlusion_radius_px != EvalSettings().occlusion_radius_px:  # scores kept before stay valid
-        settings.update(lidar_data=None if args.lidar_data is None else str(args.lidar_data.resolve()), occlusion_radius_px=args.occlusion_radius_px)
+    lidar = Path(args.lidar_data if args.lidar_data is not None else args.data)
+    settings.update(lidar_sweeps=lidar_digest(lidar), occlusion_radius_px=args.occlusion_radius_px)
     return settings
+
+
+def lidar_digest(data: Path) -> str:
+    """SHA-1 over the names and bytes of the sweep files in ``data/lidar``: scores against other LiDAR truth are not reused."""
+    digest = hashlib.sha1()
+    for path in sorted((data / "lidar").glob("*.npz")) + sorted((data / "lidar").glob("*.pkl.gz")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def evaluate(args: argparse.Namespace, config_path: Path, seed: int, fixer: Any = None, fixer_spec: Optional[str] = None) -> Tuple[Metrics, Metrics]:

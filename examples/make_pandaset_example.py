@@ -7,7 +7,10 @@ This is how the copy in the repository was made (it is committed, so users need 
 
 Images are downscaled 4x (1920x1080 -> 480x270) with area averaging and the intrinsics are
 divided by the same factor (nerfstudio and PandaSet both put pixel edges at integer coordinates,
-so a uniform rescale is exact). Each LiDAR sweep keeps a seeded random subset of its points.
+so a uniform rescale is exact). Each LiDAR sweep keeps a seeded random subset of its points, except the
+sweeps ``pandaset-data`` keeps for evaluation by default, which stay whole: the LiDAR metrics z-buffer the
+evaluation sweep into a shifted camera, and a thinned sweep is too sparse to hide the road behind a parked
+car (see the README's *What limits the colour off the path*). Training never reads those sweeps.
 Poses and timestamps are copied unchanged. The 3D boxes (``annotations/cuboids/NN.json``) keep the keys
 the dataparser reads (``CUBOID_KEYS``), values rounded to millimetres, written compactly.
 
@@ -23,6 +26,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Dict, List
 
 import cv2
 import numpy as np
@@ -47,13 +51,32 @@ def write_cuboids(source: Path, output: Path) -> None:
         (dst / path.name).write_text(json.dumps(kept, separators=(",", ":")))
 
 
+def default_evaluation_sweeps(source: Path) -> List[int]:
+    """The frames whose sweeps ``pandaset-data`` (default options) keeps for evaluation only."""
+    from difix_refiner.data.pandaset_dataparser import PandasetDataParserConfig
+
+    return PandasetDataParserConfig(data=source).setup().sweep_split().eval
+
+
+def thinned_sweep(data: Dict[str, np.ndarray], frame: int, points: int) -> Dict[str, np.ndarray]:
+    """A seeded random subset of ``points`` points of a sweep (rng seeded by the frame), in file order."""
+    rng = np.random.default_rng(frame)
+    n = data["xyz"].shape[0]
+    keep = np.sort(rng.choice(n, size=min(points, n), replace=False))
+    return {"xyz": data["xyz"][keep].astype(np.float32), "intensity": data["intensity"][keep], "sensor": data["sensor"][keep]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="full-size pandaset_002 folder")
     parser.add_argument("--output", type=Path, required=True, help="folder to create (must not exist)")
     parser.add_argument("--factor", type=int, default=4, help="integer downscale factor for the images")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the written images")
-    parser.add_argument("--lidar-points", type=int, default=4000, help="points kept per LiDAR sweep")
+    parser.add_argument("--lidar-points", type=int, default=4000, help="points kept per training LiDAR sweep")
+    parser.add_argument(
+        "--eval-lidar-points", type=int, default=35000,
+        help="points kept in the sweeps pandaset-data keeps for evaluation by default (35000: the source's whole sweep)",
+    )  # fmt: skip
     parser.add_argument(
         "--only-annotations", action="store_true", help="add annotations/ to an existing --output that has none"
     )
@@ -94,17 +117,13 @@ def main() -> None:
     (tmp / "lidar").mkdir()
     for name in ("poses.json", "timestamps.json"):
         shutil.copy2(args.source / "lidar" / name, tmp / "lidar" / name)
+    evaluation = set(default_evaluation_sweeps(args.source))
+    print(f"whole sweeps ({args.eval_lidar_points} points) for the evaluation frames {sorted(evaluation)}")
     for sweep in sorted((args.source / "lidar").glob("*.npz")):
-        data = np.load(sweep)
-        rng = np.random.default_rng(int(sweep.stem))
-        n = data["xyz"].shape[0]
-        keep = np.sort(rng.choice(n, size=min(args.lidar_points, n), replace=False))
-        np.savez_compressed(
-            tmp / "lidar" / sweep.name,
-            xyz=data["xyz"][keep].astype(np.float32),
-            intensity=data["intensity"][keep],
-            sensor=data["sensor"][keep],
-        )
+        frame = int(sweep.stem)
+        points = args.eval_lidar_points if frame in evaluation else args.lidar_points
+        with np.load(sweep) as data:
+            np.savez_compressed(tmp / "lidar" / sweep.name, **thinned_sweep(dict(data), frame, points))
     shutil.copytree(args.source / "meta", tmp / "meta")
     write_cuboids(args.source, tmp)
     tmp.rename(args.output)

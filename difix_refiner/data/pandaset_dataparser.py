@@ -48,6 +48,7 @@ from difix_refiner.data.pandaset_checks import (
 )
 from difix_refiner.data.pandaset_release import is_release_layout
 from difix_refiner.data.release_cache import prepare_release
+from difix_refiner.data.sweep_split import SweepSplit
 
 
 @dataclass
@@ -206,6 +207,12 @@ class PandasetDataParser(DataParser):
             scale = 1.0 / max(float(np.abs(centres + transform[:, 3]).max()), 1e-6)
         return transform, scale * self.config.scale_factor
 
+    def sweep_split(self) -> SweepSplit:
+        """Which of the frame range's LiDAR sweeps train and which are kept for evaluation (the config's rule)."""
+        cfg = self.config
+        frames = self._frame_range()
+        return sweep_split_for(cfg.data, frames, self._split_views("train", frames), cfg.cameras, cfg.lidar_eval_stride, cfg.lidar_eval_frames)
+
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         self._check_config()
         frames = self._frame_range()
@@ -249,9 +256,7 @@ class PandasetDataParser(DataParser):
         cfg = self.config
         has_lidar = (cfg.data / "lidar").is_dir()
         if has_lidar:
-            sweep_split = sweep_split_for(
-                cfg.data, frames, self._split_views("train", frames), cfg.cameras, cfg.lidar_eval_stride, cfg.lidar_eval_frames
-            )
+            sweep_split = self.sweep_split()
             metadata["lidar_sweep_split"] = sweep_split.as_dict()
         lidar = None
         if has_lidar and split == "train" and (cfg.load_lidar or cfg.depth_targets):

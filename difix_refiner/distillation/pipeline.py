@@ -20,11 +20,11 @@ hints; how much the fixer changed the view inside and outside the hint goes into
 (:mod:`difix_refiner.distillation.pseudo_view_fidelity`). Before the first round's views enter training the
 fixer is checked on a few training views (:mod:`difix_refiner.distillation.fixer_fit_check`).
 
-``side_view_depth`` (off by default) adds the LiDAR depth loss at training cameras moved sideways, with or
-without the refine loop (:mod:`difix_refiner.distillation.side_view_depth`).
+``side_view_depth`` adds the LiDAR depth loss at training cameras moved sideways, with or without the refine
+loop, wherever the dataparser gives LiDAR depth targets (:mod:`difix_refiner.distillation.side_view_depth`).
 
-With ``refine.enabled False`` (and ``side_view_depth`` off) the pipeline is nerfstudio's ``VanillaPipeline``
-step for step.
+With ``refine.enabled False`` and ``side_view_depth`` off (``weight 0``, or data without LiDAR) the pipeline is
+nerfstudio's ``VanillaPipeline`` step for step.
 """
 
 from __future__ import annotations

@@ -46,13 +46,13 @@ SIDE_VIEW_DEPTH_LOSS = "side_view_depth_loss"
 class SideViewDepthConfig:
     """The LiDAR depth loss at training cameras moved sideways (options under --pipeline.side-view-depth)."""
 
-    weight: float = 0.0
-    """Weight of the loss; 0 switches it off. Needs LiDAR depth targets (pandaset-data)."""
+    weight: float = 0.4
+    """Weight of the loss; 0 switches it off. Only where the dataparser gives LiDAR depth targets (pandaset-data); off elsewhere."""
     offsets: Tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
     """Sideways offsets in metres (positive: to the vehicle's left) the shifted cameras take."""
-    every: int = 1
+    every: int = 4
     """Add one shifted camera's loss every this many steps."""
-    downscale: int = 1
+    downscale: int = 2
     """Render the shifted camera this many times smaller than its training image (cheaper); each pixel of the smaller grid keeps its nearest target."""
     seed: int = 0
     """Seed of the order in which (training image, offset) pairs are used."""

@@ -34,8 +34,8 @@ class EvalSettings:
     """PandaSet folder whose lidar/ sweeps are used (same world frame), e.g. a copy with denser sweeps. Default: the run's folder."""
     lidar_window: int = 2
     """Aggregate the LiDAR sweeps of frames t-k..t+k (those that exist) for frame t; more points, but moving objects smear."""
-    occlusion_radius_px: int = 1
-    """A LiDAR point counts as occluded if a nearer point lies within this many pixels (0: same pixel only)."""
+    occlusion_radius_px: int = 2
+    """A LiDAR point counts as occluded if a nearer point lies within this many pixels (0: same pixel only); 2 suits whole sweeps (the bundled scene's evaluation sweeps) at 240x135."""
     occlusion_rel_tol: float = 0.05
     """Depth slack (fraction of depth) before a nearer point occludes another."""
     occlusion_abs_tol_m: float = 0.1
