@@ -18,6 +18,9 @@ The boxes were added to the committed copy later, with the same code on its own:
 
     python examples/make_pandaset_example.py --source ../shared/data/pandaset_002 \
         --output examples/pandaset_002 --only-annotations
+
+The whole evaluation sweeps came later still: the first command into a new folder, whose files other than
+those 18 sweeps were byte-identical to the committed ones, and the 18 sweeps copied over.
 """
 
 from __future__ import annotations

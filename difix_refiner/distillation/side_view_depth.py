@@ -8,7 +8,7 @@ LiDAR PSNR by 0.55 dB (3 seeds, README *What limits the colour off the path*).
 
 Every ``every`` steps the pipeline adds one term: training image ``i`` moved ``o`` metres sideways
 (``cameras.trajectory.shift_poses`` on the recorded drive, the same shift the refine loop and the evaluation
-use), rendered by ``DifixRefinerModel.render_view`` in training mode (splatfacto's resolution schedule
+use), rendered by ``DifixRefinerModel.render_view`` in training mode, depth only (splatfacto's resolution schedule
 applies; the densification statistics and the camera optimiser are left alone), its expected depth against
 the LiDAR seed points z-buffered into that camera, with :func:`difix_refiner.scene.depth_loss.depth_loss`
 (the model's ``depth_loss_form``). The seed points are the training sweeps only (``pandaset-data``), so
@@ -134,7 +134,7 @@ class SideViewDepth:
         if self.config.downscale > 1:
             camera.rescale_output_resolution(1.0 / self.config.downscale)
         last_size = getattr(model, "last_size", None)
-        outputs, _ = model.render_view(camera, use_camera_optimizer=False, render_depth=True)
+        outputs, _ = model.render_view(camera, use_camera_optimizer=False, render_depth=True, depth_only=True)
         if last_size is not None:
             model.last_size = last_size  # splatfacto's loss reads the size of the real view's render
         size = (int(intrinsics["height"]), int(intrinsics["width"]))

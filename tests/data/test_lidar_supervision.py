@@ -65,6 +65,15 @@ def test_dataparser_splits_sweeps_disjointly_and_records_the_split(outputs):
     assert "every 4th" in split["rule"]
 
 
+def test_the_bundled_scene_keeps_its_evaluation_sweeps_whole():
+    """The default split's evaluation sweeps hold the source's 35,000 points, the training sweeps 4,000."""
+    split = PandasetDataParserConfig(data=SCENE).setup().sweep_split()
+    assert len(split.eval) == 18
+    for frame in split.train + split.eval:
+        with np.load(SCENE / "lidar" / f"{frame:02d}.npz") as sweep:
+            assert sweep["xyz"].shape == ((35000 if frame in split.eval else 4000), 3), frame
+
+
 def test_seeds_come_from_training_sweeps_only():
     """Every seed is a return of a training sweep (not of an evaluation sweep), outside moving objects' boxes."""
     out = parse("train", eval_mode="interval", frame_start=36, frame_end=48, lidar_max_points=100000)

@@ -2,7 +2,7 @@
 
 Uses the shipped 2-frame fixture tests/fixtures/pandaset_release_002 (release format; 35,000 rows per
 sweep, the rows that the converted pandaset_002 kept) and compares it with the converted layout:
-examples/pandaset_002 (4,000 of those rows per sweep) and tests/fixtures/pandaset_002_cuboids (JSON).
+examples/pandaset_002 (4,000 of those rows per training sweep, all of them in the evaluation sweeps) and tests/fixtures/pandaset_002_cuboids (JSON).
 """
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ def tree_digest(root: Path) -> dict:
 @pytest.mark.parametrize("frame", FRAMES)
 def test_release_sweep_gives_the_converted_points(frame):
     """The pickled sweep's rows are the converted sweep's points: examples/pandaset_002 kept 4,000 of them
-    with examples/make_pandaset_example.py's rule (default_rng(seed=frame), sorted)."""
+    (all 35,000 in the evaluation sweeps) with examples/make_pandaset_example.py's rule (default_rng(seed=frame), sorted)."""
     sweep = pr.read_release_sweep(pr.release_file(FIXTURE, "lidar", frame))
     assert sweep["xyz"].dtype == np.float32 and sweep["xyz"].shape == (35000, 3)
     assert sweep["intensity"].dtype == np.uint8 and sweep["sensor"].dtype == np.uint8
     assert sweep["timestamp"].dtype == np.float64
-    keep = np.sort(np.random.default_rng(frame).choice(35000, size=4000, replace=False))
     with np.load(EXAMPLE / "lidar" / f"{frame:02d}.npz") as converted:
+        kept = converted["xyz"].shape[0]
+        assert kept in (4000, 35000)
+        keep = np.sort(np.random.default_rng(frame).choice(35000, size=kept, replace=False))
         np.testing.assert_array_equal(sweep["xyz"][keep], converted["xyz"])
         np.testing.assert_array_equal(sweep["intensity"][keep], converted["intensity"])
         np.testing.assert_array_equal(sweep["sensor"][keep], converted["sensor"])

@@ -75,8 +75,9 @@ def test_the_loss_reaches_the_splats_and_leaves_the_real_view_size(downscale):
     assert model.means.grad is not None and model.means.grad.abs().sum() > 0
 
 
-def test_off_by_default_and_rejects_bad_settings():
-    assert SideViewDepthConfig().weight == 0.0
+def test_on_by_default_and_rejects_bad_settings():
+    assert SideViewDepthConfig().weight > 0  # on wherever the dataparser gives LiDAR depth targets
+    SideViewDepthConfig().validate()
     with pytest.raises(ValueError, match="every"):
         SideViewDepthConfig(weight=0.1, every=0).validate()
     with pytest.raises(ValueError, match="weight"):
@@ -89,6 +90,8 @@ def test_off_by_default_and_rejects_bad_settings():
 def _run(out: Path, name: str, steps: int, weight: float, data: Path = EXAMPLE, **dataparser):
     def configure(cfg):
         cfg.pipeline.side_view_depth.weight = weight
+        cfg.pipeline.side_view_depth.every = 1  # a term on every step, at full size: a short run shows it
+        cfg.pipeline.side_view_depth.downscale = 1
 
     return short_pandaset_run(out, name, steps, data, configure, **dataparser)
 

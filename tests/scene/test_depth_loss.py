@@ -95,6 +95,28 @@ def test_moving_object_pixels_leave_the_loss_and_stationary_ones_do_not(stationa
         assert losses[0] == pytest.approx(losses[1], abs=1e-12)
 
 
+def test_a_depth_only_render_gives_the_same_depth_and_geometry_gradients():
+    """render_view(depth_only=True) (the side-view depth loss's render) against the colour-and-depth render."""
+    model = tiny_model()
+    model.train()
+    targets = torch.tensor([[16.0, 12.0, 3.0], [10.0, 10.0, 2.5], [20.0, 8.0, 3.5]])
+    results = []
+    for depth_only in (False, True):
+        torch.manual_seed(1)  # the random background is drawn either way
+        model.zero_grad()
+        outputs, _ = model.render_view(_camera(), render_depth=True, depth_only=depth_only)
+        assert (outputs["rgb"] is None) == depth_only
+        depth_loss(outputs["depth"], targets, (24, 32)).backward()
+        grads = {k: model.gauss_params[k].grad.clone() for k in ("means", "scales", "quats", "opacities")}
+        results.append((outputs["depth"].detach(), grads, torch.rand(1)))
+    (d_full, g_full, r_full), (d_only, g_only, r_only) = results
+    assert d_full.abs().max() > 0 and g_full["means"].abs().max() > 0
+    torch.testing.assert_close(d_only, d_full, rtol=1e-6, atol=1e-7)
+    for key in g_full:
+        torch.testing.assert_close(g_only[key], g_full[key], rtol=1e-5, atol=1e-9)
+    assert torch.equal(r_full, r_only)  # the same RNG draws: a run keeps its random stream
+
+
 def test_depth_is_rendered_and_supervised_only_with_targets():
     model = tiny_model()
     model.train()
