@@ -32,6 +32,7 @@ import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from difix_refiner.cameras.trajectory import shift_poses
+from difix_refiner.distillation.frame_counts import too_few_training_frames
 from difix_refiner.distillation.pseudo_view_fidelity import hint_cloud_from_metadata, view_hint
 from difix_refiner.scene.depth_loss import depth_loss
 from difix_refiner.scene.lidar_batch import DEPTH_KEY
@@ -99,6 +100,9 @@ class SideViewDepth:
         cloud = hint_cloud_from_metadata(metadata)
         if metadata.get(DEPTH_KEY) is None or cloud is None:
             CONSOLE.log("difix-refiner: side-view depth loss off (the dataparser gives no LiDAR depth targets)")
+            return None
+        if too_few_training_frames(outputs, None) is not None:
+            CONSOLE.log("difix-refiner: side-view depth loss off (a camera has fewer than 2 training images: no direction of travel)")
             return None
         cameras = datamanager.train_dataset.cameras
         recorded = recorded_images(outputs, cameras)

@@ -129,3 +129,10 @@ def test_a_dataparser_without_lidar_trains_exactly_as_before(tmp_path):
     assert runs[1].pipeline.side_view_depth is None
     for key, value in runs[0].pipeline.model.gauss_params.items():
         assert torch.equal(value, runs[1].pipeline.model.gauss_params[key]), key
+
+
+def test_a_camera_with_one_training_image_trains_without_side_views(tmp_path):
+    """Frames 40-41: frame 40 is held out, so the one training image gives no direction of travel to shift along."""
+    run = _run(tmp_path, "one_image", 2, weight=0.5, frame_start=40, frame_end=42)
+    assert run.pipeline.side_view_depth is None
+    assert len(run.pipeline.datamanager.train_dataset) == 1
