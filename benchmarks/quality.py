@@ -396,10 +396,15 @@ def _fewer_seeds(entry: Dict[str, Any]) -> str:
     return f" (n={entry['n']})" if entry["n"] < len(entry["values"]) else ""
 
 
+def _digits(label: str) -> int:
+    """Decimals a row's values are printed with."""
+    return 4 if ("SSIM" in label or "AbsRel" in label or "rendered nearer" in label) else 1 if "wall" in label else 2
+
+
 def _cell(entry: Dict[str, Any], label: str) -> str:
     if entry["mean"] is None:
         return "n/a"
-    digits = 4 if ("SSIM" in label or "AbsRel" in label or "rendered nearer" in label) else 1 if "wall" in label else 2
+    digits = _digits(label)
     return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}{_fewer_seeds(entry)}"
 
 
@@ -452,7 +457,7 @@ def gains_table(gains: Dict[str, Dict[str, Any]], offsets: Sequence[float]) -> s
             if e["mean"] is None:
                 cells.append("n/a")
             else:
-                digits = 1 if _relative(key) else 4 if ("SSIM" in label or "rendered nearer" in label) else 2
+                digits = 1 if _relative(key) else _digits(label)  # percent changes: one decimal
                 unit = "%" if _relative(key) else ""
                 cells.append(f"{e['mean']:+.{digits}f}{unit} ± {e['std']:.{digits}f}{_fewer_seeds(e)}")
         lines.append(f"| {label} {arrow} | " + " | ".join(cells) + " |")
